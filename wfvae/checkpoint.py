@@ -60,7 +60,7 @@ def split_haar(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
             expected = _expected_haar(key)
         except KeyError:
             raise ValueError(f"unexpected wavelet tensor in checkpoint: {key}") from None
-        if tuple(value.shape) != tuple(expected.shape) or not torch.allclose(value.float(), expected, atol=1e-4):
+        if tuple(value.shape) != tuple(expected.shape) or not torch.allclose(value.double(), expected, atol=1e-4):
             raise ValueError(f"checkpoint tensor {key} is not the standard Haar filter this model uses")
     return out
 

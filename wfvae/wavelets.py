@@ -33,8 +33,11 @@ HAAR2D_SCALE = 0.5
 
 
 def haar3d_filters(scale: float = HAAR3D_SCALE) -> torch.Tensor:
-    """The 8 analysis filters, (8, 1, 2, 2, 2) indexed ``[k, 0, dt, dh, dw]``."""
-    w = torch.empty(8, 1, 2, 2, 2)
+    """The 8 analysis filters, float64 (8, 1, 2, 2, 2) indexed ``[k, 0, dt, dh, dw]``.
+
+    Modules keep them in float64 (not in the state dict) and cast to the input's dtype when applied.
+    """
+    w = torch.empty(8, 1, 2, 2, 2, dtype=torch.float64)
     for t, h, x in itertools.product((0, 1), repeat=3):
         for dt, dh, dw in itertools.product((0, 1), repeat=3):
             w[4 * t + 2 * h + x, 0, dt, dh, dw] = (-1) ** (t * dt + h * dh + x * dw)
@@ -42,8 +45,8 @@ def haar3d_filters(scale: float = HAAR3D_SCALE) -> torch.Tensor:
 
 
 def haar2d_filters(scale: float = HAAR2D_SCALE) -> torch.Tensor:
-    """The 4 analysis filters, (4, 1, 2, 2) indexed ``[k, 0, dh, dw]``."""
-    w = torch.empty(4, 1, 2, 2)
+    """The 4 analysis filters, float64 (4, 1, 2, 2) indexed ``[k, 0, dh, dw]``."""
+    w = torch.empty(4, 1, 2, 2, dtype=torch.float64)
     for h, x in itertools.product((0, 1), repeat=2):
         for dh, dw in itertools.product((0, 1), repeat=2):
             w[h + 2 * x, 0, dh, dw] = (-1) ** (h * dh + x * dw)
