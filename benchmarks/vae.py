@@ -1,0 +1,146 @@
+"""WF-VAE encode/decode time and peak memory by shape, dtype and chunking.
+
+    python benchmarks/vae.py                                # GPU: the issue's table (WF-VAE-L, bf16)
+    python benchmarks/vae.py --device cpu --model tiny --shapes 9x64x64 17x128x128
+
+Each case runs in a fresh process (clean peak-memory counters): random weights, batch 1, ``--warmup`` untimed
+runs then the median of ``--repeats``. Peak memory is the CUDA allocator's peak above the weights, or on the
+CPU the growth of the process's peak RSS above the loaded model. Prints a Markdown table with the device, date
+and command line.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+GPU_CASES = [  # (op, shape, dtype, latent_chunk)
+    ("encode", "33x256x256", "bfloat16", None), ("decode", "33x256x256", "bfloat16", None),
+    ("encode", "33x512x512", "bfloat16", None), ("decode", "33x512x512", "bfloat16", None),
+    ("decode", "129x512x512", "bfloat16", 4),
+    ("encode", "33x512x512", "float32", None), ("decode", "33x512x512", "float32", None),
+]
+PUBLISHED_H100 = {  # published implementation, one H100 (issue reference), seconds / GiB
+    ("encode", "33x256x256", "bfloat16"): "0.029 s", ("decode", "33x256x256", "bfloat16"): "0.074 s",
+    ("encode", "33x512x512", "bfloat16"): "0.094 s, 2.2 GiB", ("decode", "33x512x512", "bfloat16"): "0.331 s, 5.7 GiB",
+    ("decode", "129x512x512", "bfloat16"): "1.73 s, 2.4 GiB (chunked)",
+    ("encode", "33x512x512", "float32"): "0.151 s", ("decode", "33x512x512", "float32"): "0.609 s",
+}
+
+
+def _config(name: str):
+    from wfvae import WFVAEConfig
+    from wfvae.presets import WFVAE_L_16CHN, WFVAE_S_8CHN
+
+    if name == "l16":
+        return WFVAE_L_16CHN
+    if name == "s8":
+        return WFVAE_S_8CHN
+    return WFVAEConfig(base_channels=16, latent_dim=8, encoder_energy_flow_hidden_size=16,
+                       decoder_energy_flow_hidden_size=16, norm_type="layernorm", t_interpolation="trilinear")
+
+
+def run_case(spec: dict) -> dict:
+    """Time one (op, shape, dtype, chunk) case in this process."""
+    import torch
+
+    from wfvae import WFVAE
+
+    device = torch.device(spec["device"])
+    dtype = getattr(torch, spec["dtype"])
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    vae = WFVAE(_config(spec["model"])).eval().to(device, dtype)
+    t, h, w = (int(v) for v in spec["shape"].split("x"))
+    f = vae.temporal_compression
+    if spec["op"] == "encode":
+        x = torch.rand(1, 3, t, h, w, device=device, dtype=dtype) * 2 - 1
+        fn = lambda: vae.encode(x, latent_chunk=spec["chunk"]).mean  # noqa: E731
+    else:
+        x = torch.randn(1, vae.config.latent_dim, 1 + (t - 1) // f, h // 8, w // 8, device=device, dtype=dtype)
+        fn = lambda: vae.decode(x, latent_chunk=spec["chunk"])  # noqa: E731
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    times = []
+    with torch.no_grad():
+        for i in range(spec["warmup"] + spec["repeats"]):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if i >= spec["warmup"]:
+                times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base_cuda) / 1024 ** 3
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024 / 1024 ** 3
+    return {"median_s": statistics.median(times), "peak_gib": peak}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
+    p.add_argument("--model", choices=["l16", "s8", "tiny"], default="l16")
+    p.add_argument("--shapes", nargs="*", default=None, help="TxHxW cases (default: the GPU table)")
+    p.add_argument("--dtypes", nargs="*", default=["bfloat16"])
+    p.add_argument("--chunks", nargs="*", default=["none"], help="latent chunk sizes, 'none' = whole video")
+    p.add_argument("--ops", nargs="*", default=["encode", "decode"])
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.case:
+        print(json.dumps(run_case(json.loads(args.case))))
+        return
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.shapes is None and device == "cuda":
+        cases = GPU_CASES
+    else:
+        shapes = args.shapes or ["9x64x64"]
+        cases = [(op, s, d, None if c == "none" else int(c))
+                 for s in shapes for d in args.dtypes for c in args.chunks for op in args.ops]
+    name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    print(f"# WF-VAE benchmark, model {args.model}, batch 1, random weights")
+    print(f"device: {name}; torch {torch.__version__}; date {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"median of {args.repeats} after {args.warmup} warm-up runs\n")
+    print("| op | shape (TxHxW) | dtype | latent chunk | median s | peak GiB | published H100 |")
+    print("|---|---|---|---|---|---|---|")
+    for op, shape, dtype, chunk in cases:
+        spec = dict(op=op, shape=shape, dtype=dtype, chunk=chunk, device=device, model=args.model,
+                    warmup=args.warmup, repeats=args.repeats)
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", json.dumps(spec)],
+                             capture_output=True, text=True)
+        if out.returncode != 0:
+            msg = (out.stderr.strip().splitlines() or ["failed"])[-1]
+            print(f"| {op} | {shape} | {dtype} | {chunk or '-'} | error: {msg} | | |")
+            continue
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        ref = PUBLISHED_H100.get((op, shape, dtype), "") if args.model == "l16" else ""
+        print(f"| {op} | {shape} | {dtype} | {chunk or '-'} | {res['median_s']:.3f} | {res['peak_gib']:.2f} | {ref} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The --max-memory planner: fits the budget, prefers temporal chunks, tiles only when needed."""
+import pytest
+import torch
+
+from wfvae.memory import estimate_bytes, plan
+
+
+def test_plan_fits_budget_and_is_monotonic():
+    chunks = []
+    for gb in (64, 16, 8, 4):
+        p = plan(192, 4, 512, 512, torch.bfloat16, gb, weights_bytes=600 * 2 ** 20)
+        assert p.estimate_gb <= gb
+        chunks.append(p.latent_chunk)
+        assert p.tile is None
+    assert chunks == sorted(chunks, reverse=True) and chunks[0] > chunks[-1]
+
+
+def test_plan_tiles_when_one_chunk_does_not_fit():
+    p = plan(192, 4, 2160, 3840, torch.bfloat16, 6, weights_bytes=600 * 2 ** 20)
+    assert p.latent_chunk == 1 and p.tile is not None and p.tile % 8 == 0 and p.tile_overlap < p.tile
+    assert estimate_bytes(192, 4, p.tile, p.tile, torch.bfloat16, "decode", 600 * 2 ** 20) <= 6 * 1024 ** 3
+    with pytest.raises(ValueError, match="too little memory"):
+        plan(192, 4, 512, 512, torch.float32, 0.01)
+
+
+def test_plan_caps_chunk_at_video_length():
+    assert plan(16, 4, 64, 64, torch.float32, 100, num_latent_frames=3).latent_chunk == 3
