@@ -1,0 +1,108 @@
+"""The ``wfvae`` command end to end on the bundled clip: odd lengths and sizes, streaming, bad inputs."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import DATA, make_tiny_vae
+from wfvae.cli import main, read_latents
+from wfvae.video_io import VideoReader, read_video
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+CLIP = os.path.join(ROOT, "assets", "bigbuckbunny.mp4")
+MODEL = os.path.join(DATA, "wfvae_tiny")
+
+
+def _run(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize("frames,size", [(10, "30x42"), (1, "16x16"), (13, "24x40")])
+def test_reconstruct_keeps_frames_size_fps(tmp_path, capsys, frames, size):
+    out = str(tmp_path / "rec.mp4")
+    code, stdout, _ = _run(["reconstruct", CLIP, out, "--model", MODEL, "--frames", str(frames), "--size", size,
+                            "--start", "3", "--latent-chunk", "1", "--quiet"], capsys)
+    assert code == 0 and "PSNR" in stdout
+    r = VideoReader(out)
+    assert (r.num_frames, r.size, r.fps) == (frames, tuple(int(v) for v in size.split("x")), 25.0)
+
+
+def test_encode_decode_round_trip_matches_model(tmp_path, capsys):
+    lat, out = str(tmp_path / "z.safetensors"), str(tmp_path / "dec.mp4")
+    assert _run(["encode", CLIP, lat, "--model", MODEL, "--frames", "14", "--size", "32x48", "--quiet"], capsys)[0] == 0
+    from wfvae import WFVAE, pad_video
+
+    vae = WFVAE.from_pretrained(MODEL)
+    z, meta = read_latents(lat, vae)
+    assert meta["num_frames"] == "14" and (meta["height"], meta["width"]) == ("32", "48")
+    video = read_video(CLIP, num_frames=14, size=(32, 48)).unsqueeze(0)
+    padded, _ = pad_video(video)
+    with torch.no_grad():
+        ref = vae.encode(padded).mean
+    assert z.shape == ref.shape and (z - ref).abs().max() < 1e-4  # streamed CLI == whole-video model call
+    for chunk in ("1", "3"):
+        path = str(tmp_path / f"dec{chunk}.mp4")
+        assert _run(["decode", lat, path, "--model", MODEL, "--latent-chunk", chunk, "--quiet"], capsys)[0] == 0
+        r = VideoReader(path)
+        assert (r.num_frames, r.size) == (14, (32, 48))
+    a, b = read_video(str(tmp_path / "dec1.mp4")), read_video(str(tmp_path / "dec3.mp4"))
+    assert (a - b).abs().max() <= 2 / 255 * 2  # same frames up to 8-bit rounding
+
+
+def test_max_memory_plans_or_refuses(tmp_path, capsys):
+    out = str(tmp_path / "rec.mp4")
+    code, _, err = _run(["reconstruct", CLIP, out, "--model", MODEL, "--frames", "9", "--size", "32x32",
+                         "--max-memory", "0.5", "--quiet"], capsys)
+    assert code == 0 and "memory plan: latent chunk" in err
+    code, _, err = _run(["reconstruct", CLIP, out + "2.mp4", "--model", MODEL, "--frames", "9", "--max-memory",
+                         "0.00001", "--quiet"], capsys)
+    assert code == 2 and err.startswith("error:") and "too little memory" in err
+    assert not os.path.exists(out + "2.mp4")
+
+
+def _bad(tmp_path, capsys, argv, needle):
+    code, _, err = _run(argv, capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_bad_inputs_fail_cleanly(tmp_path, capsys):
+    out = str(tmp_path / "out.mp4")
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(os.urandom(4096))
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file")
+    other = tmp_path / "other"
+    make_tiny_vae().save_pretrained(str(other))
+    lat = str(tmp_path / "z.safetensors")
+    assert main(["encode", CLIP, lat, "--model", MODEL, "--frames", "5", "--size", "16x16", "--quiet"]) == 0
+    capsys.readouterr()
+    _bad(tmp_path, capsys, ["reconstruct", str(tmp_path / "missing.mp4"), out, "--model", MODEL], "not found")
+    _bad(tmp_path, capsys, ["reconstruct", str(corrupt), out, "--model", MODEL], "corrupt.mp4")
+    _bad(tmp_path, capsys, ["reconstruct", CLIP, out, "--model", MODEL, "--size", "big"], "--size")
+    _bad(tmp_path, capsys, ["reconstruct", CLIP, out, "--model", MODEL, "--latent-chunk", "0"], "--latent-chunk")
+    _bad(tmp_path, capsys, ["reconstruct", CLIP, out, "--model", str(tmp_path / "nomodel")], "model not found")
+    _bad(tmp_path, capsys, ["reconstruct", CLIP, str(tmp_path / "out.txt"), "--model", MODEL], "must end with")
+    _bad(tmp_path, capsys, ["reconstruct", CLIP, out, "--model", MODEL, "--start", "100000"], "no frames")
+    _bad(tmp_path, capsys, ["reconstruct", CLIP, out, "--bogus"], "unrecognized")
+    _bad(tmp_path, capsys, ["decode", str(junk), out, "--model", MODEL], "cannot read latents")
+    _bad(tmp_path, capsys, ["decode", lat, out, "--model", str(other)], "different WF-VAE")
+    _bad(tmp_path, capsys, ["encode", CLIP, str(tmp_path / "z.mp4"), "--model", MODEL], ".safetensors")
+    assert sorted(os.listdir(tmp_path)) == ["corrupt.mp4", "junk.safetensors", "other", "z.safetensors"]
+
+
+def test_tool_script_runs_as_a_program(tmp_path):
+    out = str(tmp_path / "rec.mp4")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "wfvae_codec.py"), "reconstruct", CLIP, out,
+                           "--model", MODEL, "--frames", "5", "--size", "16x24", "--quiet"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "wfvae_codec.py"), "decode", "nope.safetensors",
+                           out, "--model", MODEL], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
