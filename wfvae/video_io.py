@@ -140,6 +140,16 @@ class VideoReader:
         self._src_hw = self._image.shape[1:3]
 
     def _open_video(self, backend: str) -> None:
+        try:  # header-only check: broken files fail here quietly (decord would also log to stderr)
+            import av
+
+            with av.open(self.path) as container:
+                if not container.streams.video:
+                    raise RuntimeError("no video stream")
+        except ImportError:
+            pass
+        except Exception as exc:
+            raise VideoReadError(f"cannot read video {self.path}: {_one_line(exc)}") from None
         errors = []
         if backend in ("auto", "decord"):
             try:
@@ -169,8 +179,6 @@ class VideoReader:
         import av
 
         with av.open(self.path) as container:
-            if not container.streams.video:
-                raise RuntimeError("no video stream")
             stream = container.streams.video[0]
             rate = stream.average_rate or stream.guessed_rate
             count = stream.frames
