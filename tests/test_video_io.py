@@ -52,8 +52,8 @@ def test_asset_metadata(backend):
     assert os.path.getsize(ASSET) < 2 * 1024 * 1024
     r = VideoReader(ASSET, backend=backend)
     assert r.backend == backend
-    assert (r.source_num_frames, r.source_fps, r.source_size) == (75, 25.0, (720, 1280))
-    assert (r.num_frames, r.fps, r.size) == (75, 25.0, (720, 1280))
+    assert (r.source_num_frames, r.source_fps, r.source_size) == (75, 25.0, (270, 480))
+    assert (r.num_frames, r.fps, r.size) == (75, 25.0, (270, 480))
 
 
 def test_chunked_equals_whole():
