@@ -216,19 +216,26 @@ def _progress(total, quiet, desc):
     return tqdm(total=total, unit="frame", desc=desc, disable=quiet, file=sys.stderr, dynamic_ncols=True)
 
 
-# ---------------------------------------------------------------------------------------------- commands
-def cmd_reconstruct(args) -> None:
-    from .video_io import VideoWriter
-
-    _check_output(args.output, (".mp4", ".mkv", ".mov"))
+def _video_job(args, suffixes, mode):
+    """Checks the output path, opens the reader and the model, and plans chunk/tile sizes for a video input."""
+    _check_output(args.output, suffixes)
     device, dtype = _device_dtype(args)
     reader = _open_reader(args)
     vae = _load_model(args, device, dtype)
     h, w = reader.size
     n_lat = 1 + -(-(reader.num_frames - 1) // vae.temporal_compression)
-    k, tile, overlap, chosen = _plan(args, vae, -(-h // 8) * 8, -(-w // 8) * 8, n_lat, "decode")
+    k, tile, overlap, chosen = _plan(args, vae, -(-h // 8) * 8, -(-w // 8) * 8, n_lat, mode)
     if chosen is not None:
         print(f"memory plan: {chosen.describe()}", file=sys.stderr)
+    return device, dtype, reader, vae, (k, tile, overlap)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def cmd_reconstruct(args) -> None:
+    from .video_io import VideoWriter
+
+    device, dtype, reader, vae, (k, tile, overlap) = _video_job(args, (".mp4", ".mkv", ".mov"), "decode")
+    h, w = reader.size
     trim = _Trim(reader.num_frames, h, w)
     inputs = _aligned_video_chunks(reader, vae, k, device, dtype)
 
@@ -252,13 +259,8 @@ def cmd_reconstruct(args) -> None:
 def cmd_encode(args) -> None:
     from safetensors.torch import save_file
 
-    _check_output(args.output, (".safetensors",))
-    device, dtype = _device_dtype(args)
-    reader = _open_reader(args)
-    vae = _load_model(args, device, dtype)
+    device, dtype, reader, vae, (k, tile, overlap) = _video_job(args, (".safetensors",), "encode")
     h, w = reader.size
-    n_lat = 1 + -(-(reader.num_frames - 1) // vae.temporal_compression)
-    k, tile, overlap, _ = _plan(args, vae, -(-h // 8) * 8, -(-w // 8) * 8, n_lat, "encode")
     parts = []
     with _progress(reader.num_frames, args.quiet, "encode") as bar:
         stream = vae.encode_stream(_aligned_video_chunks(reader, vae, k, device, dtype), tile, overlap)
