@@ -1,0 +1,138 @@
+"""Reading and writing denoiser weights in the diffusers folder layout of the release.
+
+A model folder holds ``config.json`` and either ``diffusion_pytorch_model.safetensors`` or shards
+``diffusion_pytorch_model-0000i-of-0000n.safetensors`` listed by ``diffusion_pytorch_model.safetensors.index.json``
+(``{"metadata": {"total_size": bytes}, "weight_map": {tensor name: shard file}}``).
+Every file is written under a temporary name and renamed once complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Dict, Iterable, List, Mapping, Union
+
+import torch
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+INDEX_NAME = WEIGHTS_NAME + ".index.json"
+DEFAULT_MAX_SHARD_SIZE = "10GB"  # diffusers' default
+
+_SHARD = re.compile(r"^diffusion_pytorch_model-\d{5}-of-\d{5}\.safetensors$")
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(size: Union[int, str]) -> int:
+    """Bytes from an int or a string such as ``"10GB"``, ``"500MB"``, ``"2GiB"``."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*([\d.]+)\s*([KMGT]?I?B)\s*", size.upper())
+    if not match:
+        raise ValueError(f"cannot read size {size!r} (expected e.g. 10GB, 500MB or a number of bytes)")
+    return int(float(match.group(1)) * _UNITS[match.group(2)])
+
+
+def read_weights(folder: str) -> Dict[str, torch.Tensor]:
+    """All tensors of a model folder (single file, or shards listed by the index)."""
+    from safetensors.torch import load_file
+
+    single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, INDEX_NAME)
+    if os.path.isfile(single):
+        return load_file(single)
+    if not os.path.isfile(index):
+        raise FileNotFoundError(f"no weights in {folder}: expected {single} or {index}")
+    with open(index) as fh:
+        weight_map: Mapping[str, str] = json.load(fh)["weight_map"]
+    state: Dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = os.path.join(folder, shard)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"shard listed in {index} not found: {path}")
+        state.update(load_file(path))
+    listed, found = set(weight_map), set(state)
+    if listed != found:
+        raise ValueError(f"{index} does not match its shards: listed but absent {sorted(listed - found)[:20]}, "
+                         f"present but not listed {sorted(found - listed)[:20]}")
+    return state
+
+
+def _plan_shards(state: Mapping[str, torch.Tensor], max_bytes: int) -> List[List[str]]:
+    shards: List[List[str]] = [[]]
+    size = 0
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
+
+
+def _save_atomic(tensors: Dict[str, torch.Tensor], path: str) -> None:
+    from safetensors.torch import save_file
+
+    save_file(tensors, path + ".tmp", metadata={"format": "pt"})
+    os.replace(path + ".tmp", path)
+
+
+def write_json_atomic(values: dict, path: str) -> None:
+    with open(path + ".tmp", "w") as fh:
+        json.dump(values, fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def _remove(paths: Iterable[str]) -> None:
+    for path in paths:
+        if os.path.isfile(path):
+            os.remove(path)
+
+
+def write_weights(state: Mapping[str, torch.Tensor], folder: str,
+                  max_shard_size: Union[int, str] = DEFAULT_MAX_SHARD_SIZE) -> List[str]:
+    """Write ``state`` into ``folder``: one file, or shards + index above ``max_shard_size``.
+
+    Weight files of the other layout left by an earlier save are removed, so the folder is never ambiguous.
+    Returns the names of the files written.
+    """
+    os.makedirs(folder, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    shards = _plan_shards(tensors, parse_size(max_shard_size))
+    stale = [os.path.join(folder, f) for f in os.listdir(folder) if _SHARD.match(f) or f in (WEIGHTS_NAME, INDEX_NAME)]
+    if len(shards) == 1:
+        _save_atomic(tensors, os.path.join(folder, WEIGHTS_NAME))
+        _remove(p for p in stale if os.path.basename(p) != WEIGHTS_NAME)
+        return [WEIGHTS_NAME]
+    names = [f"diffusion_pytorch_model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    weight_map = {}
+    for name, keys in zip(names, shards):
+        _save_atomic({k: tensors[k] for k in keys}, os.path.join(folder, name))
+        weight_map.update({k: name for k in keys})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    write_json_atomic({"metadata": {"total_size": total}, "weight_map": weight_map}, os.path.join(folder, INDEX_NAME))
+    _remove(p for p in stale if os.path.basename(p) not in names and os.path.basename(p) != INDEX_NAME)
+    return names + [INDEX_NAME]
+
+
+def check_state_dict(expected: Mapping[str, torch.Size], state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Strict key and shape check; the error names every offending tensor (the first 20 of each kind)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k])}"
+                        for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k]))
+    if not (missing or unexpected or mismatched):
+        return
+
+    def show(items: List[str]) -> str:
+        return f"{items[:20]}{' ...' if len(items) > 20 else ''}"
+
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {show(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches ({len(mismatched)}): {show(mismatched)}")
+    raise ValueError(f"weights in {source} do not match the config: " + "; ".join(problems))
