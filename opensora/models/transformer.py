@@ -17,7 +17,7 @@ published checkpoints, so released weights load as they are.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -232,7 +232,8 @@ class OpenSoraT2V(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, timestep: Union[torch.Tensor, float],
                 encoder_hidden_states: torch.Tensor, encoder_attention_mask: Optional[torch.Tensor] = None,
-                attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+                attention_mask: Optional[torch.Tensor] = None,
+                block_residuals: Optional[Sequence[Optional[torch.Tensor]]] = None) -> torch.Tensor:
         """Predict from a noisy latent.
 
         Args:
@@ -241,6 +242,8 @@ class OpenSoraT2V(nn.Module):
             encoder_hidden_states: text features (B, 1, L, C_text) or (B, L, C_text).
             encoder_attention_mask: (B, 1, L) or (B, L), 1 = real token, 0 = padding; None = all real.
             attention_mask: latent mask (B, T, H, W), 1 = real, 0 = padding; None = all real.
+            block_residuals: one entry per block, None or a tensor (B, N, D) added to that block's output
+                (a controller's features, see :mod:`opensora.models.controlnet`); None = no residuals.
 
         Returns:
             (B, C_out, T, H, W).
@@ -248,7 +251,7 @@ class OpenSoraT2V(nn.Module):
         b, _, t, h, w = hidden_states.shape
         grid = self.token_grid(t, h, w)
         dtype = self.dtype
-        x = self.pos_embed(hidden_states.to(dtype))
+        x = self.embed_latent(hidden_states.to(dtype))
 
         timestep = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
         modulation, embedded_timestep = self.adaln_single(timestep, dtype)
@@ -265,15 +268,24 @@ class OpenSoraT2V(nn.Module):
         context_bias = self.caption_bias(encoder_attention_mask, dtype)
         rope = self.rope(grid, x.device, dtype)
 
-        for block in self.transformer_blocks:
+        if block_residuals is not None and len(block_residuals) != len(self.transformer_blocks):
+            raise ValueError(f"block_residuals must have one entry per block ({len(self.transformer_blocks)}), "
+                             f"got {len(block_residuals)}")
+        for i, block in enumerate(self.transformer_blocks):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 x = checkpoint(block, x, context, modulation, rope, keep, context_bias, use_reentrant=False)
             else:
                 x = block(x, context, modulation, rope, keep, context_bias)
+            if block_residuals is not None and block_residuals[i] is not None:
+                x = x + block_residuals[i].to(x.dtype)
 
         shift, scale = (self.scale_shift_table[None] + embedded_timestep[:, None]).chunk(2, dim=1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))
         return self.unpatchify(x, grid)
+
+    def embed_latent(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """Model input (B, C, T, H, W) -> tokens (B, N, D); subclasses with extra input streams override it."""
+        return self.pos_embed(hidden_states)
 
     def unpatchify(self, x: torch.Tensor, grid: Tuple[int, int, int]) -> torch.Tensor:
         """(B, N, pt * p * p * C_out) -> (B, C_out, T, H, W)."""

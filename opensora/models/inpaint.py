@@ -1,0 +1,152 @@
+"""The image condition controller of Open-Sora Plan v1.3 (published class ``OpenSoraInpaint_v1_3``).
+
+The text-to-video denoiser with two more input streams, each with its own patch embedding followed by a
+zero-initialised bias-free linear projection; the three token streams are summed before the first block::
+
+    hidden_states (B, 2C + s, T, H, W) = [noisy latent C | masked-video latent C | compressed mask s]
+    x = pos_embed(noisy)
+        + pos_embed_masked_hidden_states[1](pos_embed_masked_hidden_states[0](masked))
+        + pos_embed_mask[1](pos_embed_mask[0](mask))                         # then as OpenSoraT2V
+
+``s = vae_scale_factor_t`` (4): the pixel mask (1 = generate, 0 = keep) compressed to the latent grid with the 4
+video frames behind each latent frame as channels (:func:`opensora.masks.compress_mask`). The masked video is the
+condition video with the generated frames set to 0 (``video * (mask < 0.5)``), encoded by the VAE and scaled to the
+diffusion space like the noisy latent. Parameter names follow the release, so its I2V checkpoints load as they are.
+
+Because the two projections start at zero, :meth:`OpenSoraInpaint.from_t2v` gives a model that predicts exactly
+what the text-to-video model predicts from the noisy latent, whatever the conditions; training then opens them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Union
+
+import torch
+from torch import nn
+
+from .checkpoint import CONFIG_NAME
+from .config import OpenSoraT2VConfig
+from .embeddings import PatchEmbed
+from .transformer import OpenSoraT2V
+
+INPAINT_CLASS_NAME = "OpenSoraInpaint_v1_3"
+T2V_CLASS_NAME = "OpenSoraT2V_v1_3"
+
+
+@dataclass
+class OpenSoraInpaintConfig(OpenSoraT2VConfig):
+    """:class:`OpenSoraT2VConfig` plus the VAE's temporal compression (= channels of the compressed mask).
+
+    ``in_channels`` stays the latent width C (as in the published ``config.json``); the model takes
+    ``2 * in_channels + vae_scale_factor_t`` channels.
+    """
+
+    vae_scale_factor_t: int = 4
+
+    def __post_init__(self):
+        super().__post_init__()
+        if int(self.vae_scale_factor_t) < 1:
+            raise ValueError(f"vae_scale_factor_t must be >= 1, got {self.vae_scale_factor_t}")
+
+    @property
+    def model_in_channels(self) -> int:
+        """Channels of the model input: noisy latent + masked-video latent + compressed mask."""
+        return 2 * self.in_channels + self.vae_scale_factor_t
+
+    def to_dict(self) -> Dict[str, Any]:
+        values = super().to_dict()
+        values["_class_name"] = INPAINT_CLASS_NAME
+        return values
+
+    @classmethod
+    def from_t2v(cls, config: OpenSoraT2VConfig, vae_scale_factor_t: int = 4) -> "OpenSoraInpaintConfig":
+        fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(OpenSoraT2VConfig)}
+        return cls(**fields, vae_scale_factor_t=vae_scale_factor_t)
+
+
+def _zero_linear(dim: int) -> nn.Linear:
+    layer = nn.Linear(dim, dim, bias=False)
+    nn.init.zeros_(layer.weight)
+    return layer
+
+
+class OpenSoraInpaint(OpenSoraT2V):
+    """Open-Sora Plan v1.3 image condition controller (i2v, transition, continuation, random frames).
+
+    Same call as :class:`OpenSoraT2V` with ``hidden_states`` of ``2C + vae_scale_factor_t`` channels (see the module
+    docstring); the output is (B, C_out, T, H, W) as for the text-to-video model. ``from_pretrained`` /
+    ``save_pretrained`` read and write the release's folder layout (``_class_name: OpenSoraInpaint_v1_3``).
+    """
+
+    config_class = OpenSoraInpaintConfig
+
+    def __init__(self, config: Union[OpenSoraInpaintConfig, dict, None] = None, **fields):
+        super().__init__(config, **fields)
+        c, dim = self.config, self.config.hidden_size
+        self.pos_embed_masked_hidden_states = nn.ModuleList(
+            [PatchEmbed(c.in_channels, dim, c.patch_size, c.patch_size_t), _zero_linear(dim)])
+        self.pos_embed_mask = nn.ModuleList(
+            [PatchEmbed(c.vae_scale_factor_t, dim, c.patch_size, c.patch_size_t), _zero_linear(dim)])
+
+    def embed_latent(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """(B, 2C + s, T, H, W) -> tokens (B, N, D): the sum of the three embedded streams."""
+        c = self.config
+        if hidden_states.shape[1] != c.model_in_channels:
+            raise ValueError(f"{type(self).__name__} takes {c.model_in_channels} input channels (noisy latent "
+                             f"{c.in_channels} + masked-video latent {c.in_channels} + mask {c.vae_scale_factor_t}), "
+                             f"got {hidden_states.shape[1]}")
+        noisy, masked, mask = hidden_states.split([c.in_channels, c.in_channels, c.vae_scale_factor_t], dim=1)
+        x = self.pos_embed(noisy)
+        x = x + self.pos_embed_masked_hidden_states[1](self.pos_embed_masked_hidden_states[0](masked))
+        return x + self.pos_embed_mask[1](self.pos_embed_mask[0](mask))
+
+    @classmethod
+    def from_t2v(cls, t2v: Union[OpenSoraT2V, str], vae_scale_factor_t: int = 4) -> "OpenSoraInpaint":
+        """A fresh controller initialised from a text-to-video model (or its folder), as the release starts training.
+
+        Every text-to-video tensor is copied; the masked-video patch embedding starts as a copy of ``pos_embed``
+        (the release's rule), the mask patch embedding randomly (torch's default initialisation), both projections at zero, so the
+        result equals the text-to-video model on the noisy latent. Dtype and device follow ``t2v``; eval mode.
+        """
+        if isinstance(t2v, str):
+            t2v = OpenSoraT2V.from_pretrained(t2v)
+        if isinstance(t2v, OpenSoraInpaint):
+            raise ValueError("from_t2v needs a text-to-video model, got an OpenSoraInpaint")
+        param = t2v.scale_shift_table
+        config = cls.config_class.from_t2v(t2v.config, vae_scale_factor_t)
+        with torch.device(param.device):
+            model = cls(config).to(param.dtype)
+        missing, unexpected = model.load_state_dict(t2v.state_dict(), strict=False)
+        extra = {n for n in model.state_dict() if n.startswith(("pos_embed_masked_hidden_states.", "pos_embed_mask."))}
+        if unexpected or set(missing) != extra:
+            raise ValueError(f"text-to-video weights do not fit: missing {sorted(set(missing) - extra)}, "
+                             f"unexpected {sorted(unexpected)}")
+        model.pos_embed_masked_hidden_states[0].load_state_dict(t2v.pos_embed.state_dict())
+        return model.eval()
+
+
+def read_class_name(path: str) -> str:
+    """``_class_name`` of a denoiser folder's ``config.json`` (``OpenSoraT2V_v1_3`` when absent)."""
+    config = os.path.join(path, CONFIG_NAME)
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f"model folder not found or without {CONFIG_NAME}: {path}")
+    with open(config) as fh:
+        return json.load(fh).get("_class_name", T2V_CLASS_NAME)
+
+
+def load_denoiser(path: str, dtype: Optional[torch.dtype] = None,
+                  device: Union[str, torch.device, None] = None) -> OpenSoraT2V:
+    """Load a text-to-video or an image-condition denoiser folder, chosen by its ``_class_name``."""
+    name = read_class_name(path)
+    classes = {T2V_CLASS_NAME: OpenSoraT2V, INPAINT_CLASS_NAME: OpenSoraInpaint}
+    if name not in classes:
+        raise ValueError(f"{path} holds a {name!r}; expected one of {', '.join(classes)}")
+    return classes[name].from_pretrained(path, dtype=dtype, device=device)
+
+
+def is_inpaint(model: nn.Module) -> bool:
+    """True for an image-condition denoiser (also behind a wrapper exposing ``base``)."""
+    return isinstance(getattr(model, "base", model), OpenSoraInpaint)
