@@ -256,3 +256,21 @@ def load_vae_weights(path: str, config: Optional[WFVAEConfig] = None, prefer_ema
             return model.eval()
     cfg = None if config is None else config.to_dict()
     return WFVAE.from_pretrained(path, config=cfg)
+
+
+def export_checkpoint(ckpt_path: str, out_dir: str, prefer_ema: bool = True,
+                      dtype: torch.dtype = torch.float32) -> WFVAE:
+    """Write the (EMA) VAE of a Lightning checkpoint of :class:`WFVAETraining` with ``WFVAE.save_pretrained``."""
+    if not os.path.isfile(ckpt_path):
+        raise FileNotFoundError(f"checkpoint not found: {ckpt_path}")
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"cannot read checkpoint {ckpt_path}: {str(exc).splitlines()[0]}") from None
+    state = _lightning_vae_state(ckpt, prefer_ema) if isinstance(ckpt, dict) else None
+    if state is None or "vae" not in ckpt.get("hyper_parameters", {}):
+        raise ValueError(f"{ckpt_path} is not a checkpoint of wfvae.training.WFVAETraining")
+    model = WFVAE(WFVAEConfig.from_dict(ckpt["hyper_parameters"]["vae"]))
+    model.load_state_dict(state)
+    model.to(dtype).save_pretrained(out_dir)
+    return model

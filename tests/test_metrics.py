@@ -1,0 +1,87 @@
+"""Reconstruction metrics against hand computations and scikit-image; the evaluation protocol and CLI."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from wfvae.evaluation import Protocol, frechet_distance
+from wfvae.metrics import frame_psnr, frame_ssim, video_psnr, video_ssim
+from wfvae.video_io import VideoWriter
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def _from_uint8(a: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> (1, 3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(a).permute(3, 0, 1, 2).unsqueeze(0).double().div(127.5).sub(1).float()
+
+
+def test_psnr_formula():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, size=(2, 12, 10, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-20, 21, size=a.shape), 0, 255).astype(np.uint8)
+    got = frame_psnr(_from_uint8(a), _from_uint8(b))[0]
+    for t in range(2):
+        mse = np.mean(((a[t].astype(float) - b[t].astype(float)) / 255) ** 2)
+        assert got[t].item() == pytest.approx(10 * math.log10(1 / mse), abs=1e-3)
+    assert video_psnr(_from_uint8(a), _from_uint8(b)).item() == pytest.approx(got.mean().item(), abs=1e-5)
+    assert frame_psnr(_from_uint8(a), _from_uint8(a))[0, 0].item() == pytest.approx(100.0)  # MSE floor
+
+
+def test_ssim_matches_skimage():
+    from skimage.metrics import structural_similarity
+
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, size=(2, 24, 30, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.normal(0, 25, size=a.shape), 0, 255).astype(np.uint8)
+    got = frame_ssim(_from_uint8(a), _from_uint8(b))[0]
+    for t in range(2):
+        ref = structural_similarity(a[t] / 255.0, b[t] / 255.0, channel_axis=-1, data_range=1.0,
+                                    gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+        assert got[t].item() == pytest.approx(ref, abs=1e-5)
+    assert video_ssim(_from_uint8(a), _from_uint8(a)).item() == pytest.approx(1.0)
+
+
+def test_frechet_distance():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 6, generator=g, dtype=torch.float64)
+    assert abs(frechet_distance(x, x)) < 1e-6
+    assert frechet_distance(x, x + 0.5) == pytest.approx(6 * 0.25, rel=1e-6)  # same covariance: |dmu|^2
+    y = torch.randn(300, 6, generator=g, dtype=torch.float64) * 2  # N(0, 4I) vs about N(0, I): 6*(2-1)^2 = 6
+    assert frechet_distance(x, y) == pytest.approx(6.0, rel=0.35)
+
+
+def test_protocol_checks():
+    Protocol(33, 256).check()
+    for bad in (Protocol(32, 256), Protocol(33, 250), Protocol(33, 256, sample_rate=0)):
+        with pytest.raises(ValueError):
+            bad.check()
+
+
+def test_eval_cli(tmp_path, capsys):
+    from tools.eval_vae import main
+
+    video = str(tmp_path / "clip.mp4")
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 40), torch.linspace(-1, 1, 48), indexing="ij")
+    clip = torch.stack([torch.stack([torch.sin(3 * xx + k / 3), yy, xx * yy]) for k in range(7)], dim=1)
+    with VideoWriter(video, fps=10, lossless=True) as writer:
+        writer.write(clip)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video" * 40)
+    model = os.path.join(DATA, "wfvae_tiny")
+    out = str(tmp_path / "r.json")
+    assert main([model, video, str(broken), "--frames", "5", "--size", "32", "--json", out]) == 0
+    printed = capsys.readouterr().out
+    assert "protocol: 5 frames" in printed and "PSNR" in printed and "skipped" in printed
+    result = json.load(open(out))
+    assert result["count"] == 1 and result["protocol"]["size"] == 32 and len(result["skipped"]) == 1
+    assert set(result["videos"][0]) == {"path", "psnr", "ssim"}
+    assert result["mean"]["psnr"] == pytest.approx(result["videos"][0]["psnr"])
+    for argv in ([model, video, "--frames", "6"], [str(tmp_path / "nomodel"), video], [model, video, "--fvd"],
+                 [model, str(tmp_path / "missing.mp4")], [model, str(broken), "--frames", "5", "--size", "32"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:"), err

@@ -1,0 +1,78 @@
+"""Reconstruction metrics of a WF-VAE on videos: ``python tools/eval_vae.py MODEL VIDEO|FOLDER|LIST.txt ...``.
+
+    python tools/eval_vae.py assets/models/wfvae-tiny bikes.mp4 carphone_pristine.mp4 --frames 33 --size 256 \
+        --json results.json
+
+MODEL is a release folder (``config.json`` + safetensors), a weights file, or a training checkpoint (.ckpt of
+``tools/train.py``; EMA weights). Prints the protocol, a table of PSNR / SSIM (and LPIPS with ``--lpips``, which
+needs the VGG16 + LPIPS weights, see ``wfvae/lpips.py``) per video with the mean, and writes the same as JSON with
+``--json``. ``--i3d PATH`` (a TorchScript I3D, see ``wfvae.evaluation.load_i3d``) adds FVD over the whole set;
+``--fvd`` without ``--i3d`` is an error. Bad input: one ``error:`` line, exit code 2.
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description="Evaluate WF-VAE reconstructions (PSNR, SSIM, LPIPS, FVD).")
+    p.add_argument("model", help="WF-VAE folder, weights file or training .ckpt")
+    p.add_argument("inputs", nargs="+", help="videos, folders or .txt lists")
+    p.add_argument("--frames", type=int, default=33, help="frames per video (1 + 4n; default 33)")
+    p.add_argument("--size", type=int, default=256, help="short-side resize + centre crop (default 256)")
+    p.add_argument("--sample-rate", type=int, default=1, help="take every k-th source frame (default 1)")
+    p.add_argument("--start", type=int, default=0, help="first source frame (default 0)")
+    p.add_argument("--latent-chunk", type=int, default=4, help="latent frames per block (default 4)")
+    p.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda if available)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--lpips", action="store_true", help="also LPIPS (needs vgg16-397923af.pth and vgg.pth)")
+    p.add_argument("--lpips-weights", default=None, help="path of vgg.pth (default: torch hub cache)")
+    p.add_argument("--lpips-backbone", default=None, help="path of vgg16-397923af.pth (default: torch hub cache)")
+    p.add_argument("--fvd", action="store_true", help="also FVD over the whole set (needs --i3d)")
+    p.add_argument("--i3d", default=None, help="TorchScript I3D feature extractor for FVD")
+    p.add_argument("--json", default=None, help="write the results here as JSON")
+    args = p.parse_args(argv)
+    import torch
+
+    from wfvae.data import collect_files
+    from wfvae.evaluation import Protocol, evaluate, format_table, load_i3d
+    from wfvae.training import load_vae_weights
+
+    try:
+        protocol = Protocol(args.frames, args.size, args.sample_rate, args.start, args.latent_chunk)
+        protocol.check()
+        if args.fvd and not args.i3d:
+            raise ValueError("FVD needs I3D weights: pass --i3d PATH (a TorchScript I3D feature extractor)")
+        paths = [f[0] for f in collect_files(args.inputs)]
+        if not paths:
+            raise ValueError(f"no videos found in {' '.join(args.inputs)}")
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        vae = load_vae_weights(args.model).to(device=device, dtype=getattr(torch, args.dtype)).eval()
+        lpips = None
+        if args.lpips:
+            from wfvae.lpips import LPIPS
+
+            lpips = LPIPS(heads_path=args.lpips_weights, backbone_path=args.lpips_backbone).to(device)
+        i3d = load_i3d(args.i3d) if args.i3d else None
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(protocol.describe(), flush=True)
+    result = evaluate(vae, paths, protocol, lpips=lpips, i3d=i3d)
+    if not result["videos"]:
+        print(f"error: no video could be evaluated ({'; '.join(s['reason'] for s in result['skipped'])})",
+              file=sys.stderr)
+        return 2
+    print(format_table(result))
+    if args.json:
+        result["protocol_text"] = protocol.describe()
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
