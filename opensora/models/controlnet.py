@@ -410,6 +410,7 @@ class ControlledDenoiser(nn.Module):
         residuals = None
         if tokens is not None:
             x, grid = tokens
+            x = x.to(hidden_states.device)  # tokens stored while the model sat elsewhere (CPU offload)
             b = hidden_states.shape[0]
             expected = self.base.token_grid(*hidden_states.shape[2:])
             if tuple(grid) != tuple(expected):

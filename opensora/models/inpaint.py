@@ -137,6 +137,16 @@ def read_class_name(path: str) -> str:
         return json.load(fh).get("_class_name", T2V_CLASS_NAME)
 
 
+def read_denoiser_config(path: str) -> OpenSoraT2VConfig:
+    """The config of a denoiser folder without its weights: :class:`OpenSoraInpaintConfig` for an image-condition
+    model, :class:`OpenSoraT2VConfig` for a text-to-video one (by ``_class_name``)."""
+    name = read_class_name(path)
+    classes = {T2V_CLASS_NAME: OpenSoraT2VConfig, INPAINT_CLASS_NAME: OpenSoraInpaintConfig}
+    if name not in classes:
+        raise ValueError(f"{path} holds a {name!r}; expected one of {', '.join(classes)}")
+    return classes[name].from_json(os.path.join(path, CONFIG_NAME))
+
+
 def load_denoiser(path: str, dtype: Optional[torch.dtype] = None,
                   device: Union[str, torch.device, None] = None) -> OpenSoraT2V:
     """Load a text-to-video or an image-condition denoiser folder, chosen by its ``_class_name``."""
