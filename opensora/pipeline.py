@@ -6,7 +6,8 @@
 What happens, as in the release's ``OpenSoraPipeline``:
 
 1. prompts and negative prompts are encoded to (B, L, D) embeddings + (B, L) masks, repeated ``num_samples`` times;
-2. Gaussian latents (B, C, 1 + (T - 1)/4, H/8, W/8) are drawn and multiplied by the scheduler's ``init_noise_sigma``;
+2. the scheduler's timesteps are set, and Gaussian latents (B, C, 1 + (T - 1)/4, H/8, W/8) are drawn and multiplied
+   by its ``init_noise_sigma`` (4096 for EulerAncestral on the zero-SNR schedule);
 3. each step runs the denoiser once on the batch [uncond, cond] (classifier-free guidance,
    ``uncond + g * (cond - uncond)``; optional guidance rescale) and lets the scheduler step;
 4. the latents, which live in the diffusion space ``(z - shift) * scale``, are mapped back with the VAE's
@@ -194,13 +195,13 @@ class OpenSoraPipeline:
     def prepare_latents(self, shape: Tuple[int, ...], generator: Optional[torch.Generator] = None,
                         latents: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Unit Gaussian noise of ``shape`` (drawn on the generator's device; or the given ``latents``), float32 on
-        :attr:`device`, times the scheduler's ``init_noise_sigma``."""
+        :attr:`device`. :meth:`denoise` scales it by the scheduler's ``init_noise_sigma``."""
         if latents is None:
             noise_device = generator.device if generator is not None else self.device
             latents = torch.randn(shape, generator=generator, device=noise_device, dtype=torch.float32)
         elif tuple(latents.shape) != tuple(shape):
             raise ValueError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
-        return latents.to(self.device, torch.float32) * self.scheduler.init_noise_sigma
+        return latents.to(self.device, torch.float32)
 
     def _step_kwargs(self, generator: Optional[torch.Generator], eta: float) -> dict:
         params = inspect.signature(self.scheduler.step).parameters
@@ -212,21 +213,22 @@ class OpenSoraPipeline:
         return kwargs
 
     @torch.no_grad()
-    def denoise(self, latents: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor, num_inference_steps: int,
+    def denoise(self, noise: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor, num_inference_steps: int,
                 guidance_scale: float, guidance_rescale: float = 0.0, generator: Optional[torch.Generator] = None,
                 eta: float = 0.0, callback: Optional[StepCallback] = None, progress: bool = True) -> torch.Tensor:
-        """The sampling loop. ``latents`` (B, C, t, h, w) float32 (already scaled by ``init_noise_sigma``);
-        ``embeds`` (B or 2B, L, D) and ``mask`` (B or 2B, L) from :meth:`encode_prompt` (2B: [uncond, cond] and
+        """The sampling loop. ``noise`` (B, C, t, h, w) unit Gaussian, float32 (scaled here by the scheduler's
+        ``init_noise_sigma``, known once the timesteps are set); ``embeds`` (B or 2B, L, D) and ``mask`` (B or 2B, L) from :meth:`encode_prompt` (2B: [uncond, cond] and
         guidance ``uncond + guidance_scale * (cond - uncond)``). Returns the final latents (B, C, t, h, w) float32.
         ``callback(step_index, timestep, latents)`` runs after every step."""
-        guided = embeds.shape[0] == 2 * latents.shape[0]
-        if not guided and embeds.shape[0] != latents.shape[0]:
-            raise ValueError(f"{embeds.shape[0]} caption rows for {latents.shape[0]} latents")
-        in_ch = latents.shape[1]
+        guided = embeds.shape[0] == 2 * noise.shape[0]
+        if not guided and embeds.shape[0] != noise.shape[0]:
+            raise ValueError(f"{embeds.shape[0]} caption rows for {noise.shape[0]} latents")
+        in_ch = noise.shape[1]
         embeds, mask = embeds.unsqueeze(1), mask.unsqueeze(1)  # (N, 1, L, D), (N, 1, L) as the release passes them
         step_kwargs = self._step_kwargs(generator, eta)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         timesteps = self.scheduler.timesteps
+        latents = noise.float() * self.scheduler.init_noise_sigma
         with self._on_device(self.transformer) as model, \
                 tqdm(total=len(timesteps), desc="denoise", unit="step", disable=not progress, leave=False) as bar:
             for i, t in enumerate(timesteps):
@@ -291,8 +293,8 @@ class OpenSoraPipeline:
         shape = self.latent_shape(len(prompts) * num_samples, num_frames, height, width)
         guidance = guidance_scale > 1.0
         embeds, mask = self.encode_prompt(prompts, negative_prompt, num_samples, guidance)
-        latents = self.prepare_latents(shape, generator, latents)
-        latents = self.denoise(latents, embeds, mask, num_inference_steps, guidance_scale, guidance_rescale,
+        noise = self.prepare_latents(shape, generator, latents)
+        latents = self.denoise(noise, embeds, mask, num_inference_steps, guidance_scale, guidance_rescale,
                                generator, eta, callback, progress)
         if output_type == "latents":
             return latents
