@@ -4,6 +4,12 @@
     opensora-sample --prompt-file prompts.txt --model DIR ... --output samples/ --num-samples 2
     opensora-sample --prompt "..." ... --save-latents z.safetensors      # latents kept before decoding
     opensora-sample --from-latents z.safetensors --output samples/         # decode only (VAE, no denoiser)
+    opensora-sample --prompt "..." --model I2V_DIR ... --image first.png [--image last.png] | --video clip.mp4
+    opensora-sample --prompt "..." ... --controller DIR --control canny --control-video ref.mp4
+
+Image conditions (``--image``, ``--video``, ``--mask-type``, ``--cond-frames``, ``--noise-strength``; an
+``OpenSoraInpaint_v1_3`` model) and structure control (``--controller`` ...) are set up by
+:mod:`opensora.condition_pipeline`.
 
 ``--model`` is the denoiser folder (config.json + weights), or a folder with ``transformer/``, ``vae/`` and
 ``text_encoder/`` subfolders, which then also supplies ``--vae`` and ``--text-encoder``. Without ``--model`` the
@@ -27,6 +33,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from . import schedulers as sched
+from .condition_pipeline import add_condition_arguments, check_condition_args, condition_model
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "assets" / "models" / "opensora-t2v"
 LATENTS_FORMAT = "opensora-sample-latents-v1"
@@ -91,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "device only while it runs")
     g.add_argument("--vae-latent-chunk", type=int, default=None, help="decode this many latent frames at a time")
     g.add_argument("--vae-tile", type=int, default=None, help="decode in spatial tiles of this many pixels")
+    add_condition_arguments(p)
     return p
 
 
@@ -195,11 +203,11 @@ def _read_vae_config(path: str):
 
 def check_compatible(args, transformer_dir: str, vae_dir: str, text_dir: str):
     """Reads the three configs (no weights) and checks they fit together and fit the requested sizes."""
-    from .models import OpenSoraT2VConfig
+    from .models.inpaint import read_denoiser_config
     from .text import config_hidden_size, read_config
 
     try:
-        model_cfg = OpenSoraT2VConfig.from_json(os.path.join(transformer_dir, "config.json"))
+        model_cfg = read_denoiser_config(transformer_dir)
     except FileNotFoundError:
         raise UsageError(f"no config.json in model folder {transformer_dir}") from None
     except (ValueError, TypeError) as exc:
@@ -369,14 +377,15 @@ def _metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, model_dirs) -> dict
 
 
 def cmd_sample(args) -> None:
-    from .models import OpenSoraT2V
+    from .models import load_denoiser
     from .pipeline import OpenSoraPipeline
     from .text import TextEncoder
 
     _check_numbers(args)
     prompts = read_prompts(args)
     transformer_dir, vae_dir, text_dir = resolve_model_paths(args)
-    _, vae_cfg = check_compatible(args, transformer_dir, vae_dir, text_dir)
+    model_cfg, vae_cfg = check_compatible(args, transformer_dir, vae_dir, text_dir)
+    check_condition_args(args, model_cfg)
     paths = output_paths(args.output, prompts, args.num_samples, args.frames)
     _check_latents_path(args.save_latents)
     device, dtype, vae_dtype = _device_dtypes(args)
@@ -393,10 +402,11 @@ def cmd_sample(args) -> None:
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UsageError(f"cannot load text encoder {text_dir}: {_first_line(exc)}") from None
     try:
-        transformer = OpenSoraT2V.from_pretrained(transformer_dir, dtype=dtype, device="cpu" if offload else device)
+        transformer = load_denoiser(transformer_dir, dtype=dtype, device="cpu" if offload else device)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UsageError(f"cannot load model {transformer_dir}: {_first_line(exc)}") from None
     vae = _load_vae(vae_dir, device, vae_dtype, offload)
+    transformer = condition_model(args, transformer, vae, args.seed)
     pipe = OpenSoraPipeline(transformer, vae, text_encoder, sched.make_scheduler(args.scheduler))
     if offload:
         pipe.enable_cpu_offload(device)

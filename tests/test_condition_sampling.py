@@ -188,3 +188,93 @@ def test_read_control(tmp_path):
     write_image(still, video[:, :1] * 2 - 1)
     depth, _ = read_control(str(still), "depth", 1, 32, 32)
     assert depth.min() == -1 and depth.max() == 1
+
+
+# ---------------------------------------------------------------------------------------------- opensora-sample
+@pytest.fixture(scope="module")
+def cli_models(tmp_path_factory, vae):
+    """Folders: an image-condition model, a text-to-video model, a VAE, a text encoder, a structure controller,
+    and condition media (a PNG, a second PNG, a 9-frame clip)."""
+    root = tmp_path_factory.mktemp("cli")
+    inpaint = make_inpaint()
+    inpaint.save_pretrained(str(root / "inpaint"))
+    make_t2v().save_pretrained(str(root / "t2v"))
+    vae.save_pretrained(str(root / "vae"))
+    make_text_encoder_folder(root / "text")
+    controller = StructureController.for_base(inpaint, **CONTROLLER)
+    with torch.no_grad():
+        for p in controller.projectors.parameters():
+            p.normal_(0, 0.1)
+    controller.save_pretrained(str(root / "controller"))
+    video = -torch.ones(3, 9, 40, 40)
+    for t in range(9):
+        video[:, t, 8:28, 6 + t:26 + t] = 1.0
+    write_video(root / "clip.mp4", video)
+    write_image(root / "first.png", video[:, :1])
+    write_image(root / "last.png", video[:, -1:])
+    return root
+
+
+def sample(root, tmp_path, *extra, model="inpaint", output="out.mp4"):
+    from opensora.cli import main
+
+    argv = ["--prompt", "a square", "--model", str(root / model), "--vae", str(root / "vae"), "--text-encoder",
+            str(root / "text"), "--frames", "9", "--height", "32", "--width", "32", "--steps", "2", "--device",
+            "cpu", "--quiet", "--max-length", "8", "--output", str(tmp_path / output), *map(str, extra)]
+    return main(argv)
+
+
+def read_frames(path):
+    from wfvae.video_io import read_video
+
+    return read_video(path)
+
+
+@pytest.mark.parametrize("case", ["i2v", "transition", "continuation"])
+def test_cli_image_conditions(cli_models, tmp_path, capsys, case):
+    root = cli_models
+    extra = {"i2v": ["--image", root / "first.png"],
+             "transition": ["--image", root / "first.png", "--image", root / "last.png"],
+             "continuation": ["--video", root / "clip.mp4", "--noise-strength", "0.01"]}[case]
+    assert sample(root, tmp_path, *extra) == 0
+    err = capsys.readouterr().err
+    assert f"image condition: {case}" in err
+    assert read_frames(tmp_path / "out.mp4").shape == (3, 9, 32, 32)
+
+
+def test_cli_canny_control(cli_models, tmp_path, capsys):
+    root = cli_models
+    assert sample(root, tmp_path, "--image", root / "first.png", "--controller", root / "controller", "--control",
+                  "canny", "--control-video", root / "clip.mp4", "--control-frames", "0,1,2,3,4",
+                  "--control-strength", "0.5", "--save-control", tmp_path / "edges.mp4") == 0
+    err = capsys.readouterr().err
+    assert "structure control: canny on frames [0, 1, 2, 3, 4]" in err
+    edges = read_frames(tmp_path / "edges.mp4")
+    assert edges.shape == (3, 9, 32, 32) and (edges > 0.5).any() and (edges < -0.5).any()
+    assert read_frames(tmp_path / "out.mp4").shape == (3, 9, 32, 32)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--image", "{root}/first.png"], "need an image-condition model"),
+    (["--control", "canny"], "needs --controller"),
+])
+def test_cli_errors_with_t2v_model(cli_models, tmp_path, capsys, extra, message):
+    extra = [e.format(root=cli_models) for e in extra]
+    assert sample(cli_models, tmp_path, *extra, model="t2v") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--image", "{root}/first.png", "--cond-frames", "12"], "outside the 9-frame output"),
+    (["--image", "{root}/first.png", "--video", "{root}/clip.mp4"], "not both"),
+    (["--controller", "{root}/controller", "--control", "canny", "--control-video", "{root}/first.png"],
+     "has 1 frames, 9 needed"),
+    (["--controller", "{root}/controller", "--control", "canny"], "--control-video"),
+])
+def test_cli_condition_errors(cli_models, tmp_path, capsys, extra, message):
+    extra = [e.format(root=cli_models) for e in extra]
+    assert sample(cli_models, tmp_path, *extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0], err
+    assert not (tmp_path / "out.mp4").exists()
