@@ -5,10 +5,10 @@
 Both are wrappers with the denoiser's call signature, so the text-to-video sampler
 (:class:`opensora.pipeline.OpenSoraPipeline`) runs them unchanged::
 
-    cond = build_image_condition([first_frame], from_video=False, num_frames=93)          # i2v
-    masked, mask = encode_image_condition(vae, cond)                                      # (1, C, t, h, w), (1, 4, t, h, w)
+    cond = build_image_condition([first_frame], from_video=False, num_frames=93)      # i2v
+    masked, mask = encode_image_condition(vae, cond)         # (1, C, t, h, w), (1, 4, t, h, w)
     model = InpaintConditioned(OpenSoraInpaint.from_pretrained(DIR), masked, mask)
-    model = InpaintConditioned(ControlledDenoiser(inpaint, controller), masked, mask)     # both at once
+    model = InpaintConditioned(attach_controller(inpaint, controller, control), masked, mask)  # both
     video = OpenSoraPipeline(model, vae, text_encoder, make_scheduler())(prompt)
 
 Image conditions follow the release (``OpenSoraInpaintPipeline``): kept frames (mask 0) are the condition frames,

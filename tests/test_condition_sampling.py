@@ -16,6 +16,16 @@ from opensora.schedulers import make_scheduler
 from opensora.text import TextEncoder
 from wfvae.video_io import VideoWriter, write_image
 
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and the CPUs are shared: no oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TEXT_WIDTH = 16
 MODEL = dict(num_attention_heads=2, attention_head_dim=12, cross_attention_dim=24, in_channels=4, out_channels=4,
              caption_channels=TEXT_WIDTH, num_layers=3, sparse_n=2, dense_blocks=(0, 2))
@@ -137,7 +147,7 @@ def test_encode_image_condition(vae):
     assert not torch.allclose(noisy[:, :, 0], masked[:, :, 0])
 
 
-# ---------------------------------------------------------------------------------------------- wrappers in the pipeline
+# ------------------------------------------------------------------------------------------ wrappers in the pipeline
 def run(pipe, seed=0):
     return pipe("a cat", num_frames=9, height=32, width=32, num_inference_steps=2, guidance_scale=4.0,
                 generator=torch.Generator().manual_seed(seed), output_type="latents", progress=False)

@@ -8,6 +8,15 @@ from opensora.control import (CONTROL_KINDS, canny, depth, load_estimator, make_
 from wfvae.video_io import read_video
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and the CPUs are shared: no oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def square_clip(frames=5, size=32, lo=8, hi=24):
     """Black clip with a white square [lo, hi) x [lo, hi), shifted by one pixel per frame."""
     video = -torch.ones(3, frames, size, size)
@@ -70,7 +79,8 @@ def test_normalize_depth():
     assert out.min() == -1 and out.max() == 1
     assert torch.allclose(out[0, 0], torch.tensor([[-1.0, -0.5], [0.0, 1.0]]))
     assert torch.equal(normalize_depth(d, invert=True), -out)
-    assert torch.equal(normalize_depth(d[None]), out) and torch.equal(normalize_depth(d[None].expand(3, -1, -1, -1)), out)
+    assert torch.equal(normalize_depth(d[None]), out)
+    assert torch.equal(normalize_depth(d[None].expand(3, -1, -1, -1)), out)
     # one min/max over the clip: a far frame stays darker than a near one
     clip = torch.stack([torch.full((2, 2), 1.0), torch.full((2, 2), 3.0)])
     assert normalize_depth(clip)[0, 0].max() == -1 and normalize_depth(clip)[0, 1].min() == 1

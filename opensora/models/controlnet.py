@@ -24,11 +24,10 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_state_dict, read_weights, write_json_atomic, write_weights
@@ -179,7 +178,8 @@ class ControlBlock(nn.Module):
         self.ff = FeedForward(dim, activation_fn)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
-    def forward(self, x: torch.Tensor, modulation: torch.Tensor, rope: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, modulation: torch.Tensor,
+                rope: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x (B, N, D), modulation (B, 6, D) -> (B, N, D)."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + modulation).chunk(6, dim=1)

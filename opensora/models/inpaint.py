@@ -108,8 +108,8 @@ class OpenSoraInpaint(OpenSoraT2V):
         """A fresh controller initialised from a text-to-video model (or its folder), as the release starts training.
 
         Every text-to-video tensor is copied; the masked-video patch embedding starts as a copy of ``pos_embed``
-        (the release's rule), the mask patch embedding randomly (torch's default initialisation), both projections at zero, so the
-        result equals the text-to-video model on the noisy latent. Dtype and device follow ``t2v``; eval mode.
+        (the release's rule), the mask patch embedding randomly (torch's default initialisation), both projections
+        at zero, so the result equals the text-to-video model on the noisy latent. Dtype and device follow ``t2v``; eval mode.
         """
         if isinstance(t2v, str):
             t2v = OpenSoraT2V.from_pretrained(t2v)
