@@ -480,13 +480,17 @@ def cmd_decode(args) -> None:
 
 
 def main(argv=None) -> int:
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
     try:
         args = build_parser().parse_args(argv)
         if args.quiet:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-        cmd_decode(args) if args.from_latents else cmd_sample(args)
+            hf_logging.disable_progress_bar()  # "Loading weights" bars
+        if args.from_latents:
+            cmd_decode(args)
+        else:
+            cmd_sample(args)
         return 0
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -500,6 +504,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 if __name__ == "__main__":
