@@ -264,3 +264,24 @@ def test_lightning_cli_config_runs(tmp_path, monkeypatch):
     controller = StructureController.from_pretrained(str(tmp_path / "runs/structure-controller-tiny/controller"))
     assert controller.config.num_layers == 1
     assert (tmp_path / "runs/structure-controller-tiny/checkpoints/last.ckpt").is_file()
+
+
+def test_video_batches_are_encoded_and_controlled(tmp_path):
+    """Real-data path: a batch with only ``video`` (wfvae.data.VideoDataModule) is VAE-encoded, its canny control
+    computed, and the caption defaults to one zero token."""
+    from conftest import make_tiny_vae
+    from opensora.control import canny
+
+    make_tiny_vae().save_pretrained(str(tmp_path / "vae"))
+    module = StructureControllerTraining(base_config={**TRAIN_BASE, "in_channels": 4, "out_channels": 4},
+                                         controller={**TRAIN_CONTROLLER, "latent_channels": 4},
+                                         vae=str(tmp_path / "vae"), control_options={"low_threshold": 50})
+    batch = {"video": torch.stack([SyntheticControlDataset(length=2)[i]["video"] for i in range(2)])}
+    assert module.latents_of(batch).shape == (2, 4, 3, 4, 4)
+    assert torch.equal(module.control_of(batch)[1], canny(batch["video"][1], low_threshold=50))
+    loss = module.diffusion_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert module.controller.projectors[0][0].weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in module.base.parameters())
+    assert all(p.grad is None for p in module.vae.parameters())
