@@ -76,11 +76,12 @@ def test_mp4_per_prompt_and_latents_round_trip(models, tmp_path, capsys):
     assert code == 0 and not torch.equal(read_video(str(tmp_path / "other.mp4")), read_video(str(out / names[0])))
 
 
-def test_png_for_one_frame_with_refined_prompt(models, tmp_path, capsys):
+def test_png_for_one_frame_refined_prompt_offload(models, tmp_path, capsys):
     refiner = make_refiner_folder(tmp_path / "lm")
     png = tmp_path / "still.png"
     args = ["--prompt", "a dog", "--model", models, "--output", str(png), "--refine-prompt", refiner,
-            "--refine-max-new-tokens", "4", "--save-latents", str(tmp_path / "z.safetensors")]
+            "--refine-max-new-tokens", "4", "--save-latents", str(tmp_path / "z.safetensors"), "--cpu-offload",
+            "--vae-latent-chunk", "1"]
     code, stdout, err = _run(args + FAST[2:] + ["--frames", "1"], capsys)
     assert code == 0, err
     assert "refined: 'a dog' -> " in err and str(png) in stdout
