@@ -216,10 +216,13 @@ class OpenSoraPipeline:
     def denoise(self, noise: torch.Tensor, embeds: torch.Tensor, mask: torch.Tensor, num_inference_steps: int,
                 guidance_scale: float, guidance_rescale: float = 0.0, generator: Optional[torch.Generator] = None,
                 eta: float = 0.0, callback: Optional[StepCallback] = None, progress: bool = True) -> torch.Tensor:
-        """The sampling loop. ``noise`` (B, C, t, h, w) unit Gaussian, float32 (scaled here by the scheduler's
-        ``init_noise_sigma``, known once the timesteps are set); ``embeds`` (B or 2B, L, D) and ``mask`` (B or 2B, L) from :meth:`encode_prompt` (2B: [uncond, cond] and
-        guidance ``uncond + guidance_scale * (cond - uncond)``). Returns the final latents (B, C, t, h, w) float32.
-        ``callback(step_index, timestep, latents)`` runs after every step."""
+        """The sampling loop. Returns the final latents (B, C, t, h, w) float32.
+
+        ``noise`` (B, C, t, h, w) unit Gaussian, float32, is scaled here by the scheduler's ``init_noise_sigma``
+        (known once the timesteps are set). ``embeds`` (B or 2B, L, D) and ``mask`` (B or 2B, L) come from
+        :meth:`encode_prompt`; with 2B rows ([uncond, cond]) the prediction is guided,
+        ``uncond + guidance_scale * (cond - uncond)``. ``callback(step_index, timestep, latents)`` runs after every
+        step."""
         guided = embeds.shape[0] == 2 * noise.shape[0]
         if not guided and embeds.shape[0] != noise.shape[0]:
             raise ValueError(f"{embeds.shape[0]} caption rows for {noise.shape[0]} latents")
