@@ -33,6 +33,7 @@ setup(
     entry_points={
         "console_scripts": [
             "wfvae=wfvae.cli:main",
+            "opensora-sample=opensora.cli:main",
         ]
     },
 )
