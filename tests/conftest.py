@@ -3,6 +3,9 @@ import os
 import pytest
 import torch
 
+# The tests use tiny models, for which one thread is fastest; several threads also thrash on a shared machine.
+torch.set_num_threads(1)
+
 DATA = os.path.join(os.path.dirname(__file__), "data")
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures")
 
