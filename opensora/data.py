@@ -1,0 +1,332 @@
+"""Text-video training data for the denoiser: release annotations, min-max token buckets, a LightningDataModule.
+
+**Annotation JSON** (the Open-Sora Plan v1.3 release format): a list of entries ::
+
+    {"path": "clips/a.mp4",                      # relative to the entry's folder (see the data file)
+     "cap": "a caption" | ["caption 1", ...],    # a list: one is drawn per sample
+     "resolution": {"height": 720, "width": 1280},
+     "num_frames": 300, "fps": 30.0,             # absent for images (.jpg .jpeg .png .webp .bmp)
+     "aesthetic": 5.2,                           # optional, filtered by ``min_aesthetic``
+     "cut": [start, end],                        # optional: source frames [start, end) of one scene
+     "crop": [x0, x1, y0, y1]}                   # optional: pixel box kept before resizing
+
+**Data file** (``data:``): a ``.txt`` with one ``folder,annotation.json`` per line, as the release's
+``scripts/train_data/*.txt`` (``#`` comments and blank lines ignored; a line without a comma is an annotation JSON
+whose paths are relative to its own folder), or an annotation ``.json`` directly, or a list of either.
+
+**Sample** (:class:`AnnotationDataset`), for an entry of aspect ratio ``r``:
+
+* frames are resampled to ``fps`` (never above the source rate: frames are dropped, not repeated), a window of
+  ``min(available, num_frames)`` frames truncated to ``4k + 1`` is taken at a random start (centred in
+  validation) inside ``cut``; images are one-frame clips;
+* the spatial size comes from the min-max token strategy (:func:`opensora.buckets.min_max_token_shape`:
+  ``min_tokens <= (h/stride)(w/stride) <= max_tokens``, aspect kept); the frame is scaled to cover it and
+  centre-cropped; entries beyond ``max_aspect`` or with fewer than ``min_frames`` frames are dropped;
+* the caption is replaced by ``""`` with probability ``caption_dropout`` (classifier-free guidance);
+* with ``mask_mix`` (image-condition model), a frame mask (1 = generate, 0 = keep) of a type drawn from the mix
+  (:mod:`opensora.masks`, ``image_mask_mix`` for images).
+
+Items: ``video`` (3, T, h, w) in [-1, 1], ``caption`` str, ``path`` str, optional ``mask`` (1, T, h, w).
+Text is **not** tokenized here: captions stay strings and the training module encodes them with its text encoder
+(one place for the tokenizer, no per-worker copies of mT5's tokenizer; the latent cache holds embeddings).
+
+Batches: :class:`opensora.buckets.BucketBatchSampler` over the ``(T, h, w)`` keys, so a batch has one shape.
+:class:`LatentCacheDataset` reads precomputed ``.safetensors`` items (``latents``, ``text_embeds``, ``text_mask``,
+optional ``masked_latents`` / ``latent_mask``) instead, for small GPUs.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import random
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from wfvae.video_io import IMAGE_EXTENSIONS, VideoReader
+
+from .buckets import BucketBatchSampler, aspect_ok, min_max_token_shape, valid_frames
+from .masks import RELEASE_IMAGE_MIX, RELEASE_VIDEO_MIX, frame_mask, pixel_mask, sample_mask_type
+
+
+def is_image(path: str) -> bool:
+    return path.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def read_data_file(data: Union[str, Sequence[str]]) -> List[Tuple[str, str]]:
+    """``(folder, annotation.json)`` pairs of a data file, an annotation JSON, or a list of them."""
+    if not isinstance(data, str):
+        return [pair for item in data for pair in read_data_file(item)]
+    if data.endswith(".json"):
+        return [(os.path.dirname(os.path.abspath(data)), data)]
+    if not os.path.isfile(data):
+        raise FileNotFoundError(f"data file not found: {data}")
+    base = os.path.dirname(os.path.abspath(data))
+    pairs = []
+    with open(data) as fh:
+        for line in fh:
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            if "," in line:
+                folder, anno = (part.strip() for part in line.split(",", 1))
+                pairs.append((os.path.join(base, folder), os.path.join(base, anno)))
+            else:
+                anno = os.path.join(base, line)
+                pairs.append((os.path.dirname(anno), anno))
+    return pairs
+
+
+def load_entries(data: Union[str, Sequence[str]], min_aesthetic: Optional[float] = None) -> List[Dict[str, Any]]:
+    """Every annotation entry of ``data`` with ``path`` made absolute (entries below ``min_aesthetic`` dropped)."""
+    entries = []
+    for folder, anno in read_data_file(data):
+        with open(anno) as fh:
+            items = json.load(fh)
+        for item in items:
+            if min_aesthetic is not None and item.get("aesthetic", math.inf) < min_aesthetic:
+                continue
+            entries.append({**item, "path": os.path.join(folder, item["path"])})
+    return entries
+
+
+def cover_resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(3, T, H, W) -> (3, T, height, width): scaled to cover the target (aspect kept), centre-cropped."""
+    _, _, h, w = video.shape
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    frames = F.interpolate(video.transpose(0, 1), size=(nh, nw), mode="bilinear", antialias=True,
+                           align_corners=False).transpose(0, 1)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    return frames[..., top:top + height, left:left + width].contiguous()
+
+
+def _captions(cap: Union[str, Sequence[str], None]) -> List[str]:
+    if cap is None:
+        return [""]
+    return [cap] if isinstance(cap, str) else list(cap) or [""]
+
+
+class AnnotationDataset(Dataset):
+    """Clips of annotated videos and images at their min-max-token bucket shape (see the module docstring).
+
+    Args:
+        entries: annotation entries with absolute ``path`` (:func:`load_entries`).
+        num_frames: maximum frames of a clip (``4k + 1``; 93 for v1.3).
+        fps: training frame rate (16 for v1.3).
+        max_tokens, min_tokens, stride: min-max token strategy (pixels per token side: VAE 8 x patch 2 = 16).
+        max_aspect: drop entries with ``max(h/w, w/h)`` above it (None: keep all).
+        min_frames: drop videos that give fewer frames (images always kept unless ``use_images`` is False).
+        caption_dropout: probability of an empty caption.
+        mask_mix, image_mask_mix: mask type weights for the image-condition model (None: no ``mask``).
+        min_clear_ratio, max_clear_ratio: kept-frame ratio range of ``continuation`` / ``random_temporal``.
+        train: random windows and captions (else centred window, first caption, no dropout).
+    """
+
+    def __init__(self, entries: Sequence[Dict[str, Any]], num_frames: int = 93, fps: float = 16.0,
+                 max_tokens: int = 1920, min_tokens: int = 1, stride: int = 16, max_aspect: Optional[float] = 3.0,
+                 min_frames: int = 1, use_images: bool = True, caption_dropout: float = 0.1,
+                 mask_mix: Optional[Dict[str, float]] = None, image_mask_mix: Optional[Dict[str, float]] = None,
+                 min_clear_ratio: float = 0.0, max_clear_ratio: float = 1.0, train: bool = True):
+        self.fps, self.caption_dropout, self.train = fps, caption_dropout, train
+        self.mask_mix, self.image_mask_mix = mask_mix, image_mask_mix or (RELEASE_IMAGE_MIX if mask_mix else None)
+        self.clear_ratio = (min_clear_ratio, max_clear_ratio)
+        self.entries, self.shapes = [], []
+        for entry in entries:
+            shape = self.entry_shape(entry, num_frames, max_tokens, min_tokens, stride, max_aspect)
+            if shape is None or (shape[0] == 1 and not use_images) or (shape[0] > 1 and shape[0] < min_frames):
+                continue
+            self.entries.append(entry)
+            self.shapes.append(shape)
+
+    def entry_shape(self, entry: Dict[str, Any], num_frames: int, max_tokens: int, min_tokens: int, stride: int,
+                    max_aspect: Optional[float]) -> Optional[Tuple[int, int, int]]:
+        """The ``(T, h, w)`` bucket of an entry, None when it is filtered out."""
+        if entry.get("crop"):
+            x0, x1, y0, y1 = entry["crop"]
+            height, width = y1 - y0, x1 - x0
+        else:
+            height, width = entry["resolution"]["height"], entry["resolution"]["width"]
+        if height < 1 or width < 1 or not aspect_ok(height, width, max_aspect):
+            return None
+        h, w = min_max_token_shape(height, width, max_tokens, min_tokens, stride)
+        if is_image(entry["path"]):
+            return 1, h, w
+        frames = valid_frames(min(self.available_frames(entry), num_frames))
+        return (frames, h, w) if frames >= 1 else None
+
+    def _rates(self, entry: Dict[str, Any]) -> Tuple[float, float]:
+        src = float(entry.get("fps") or self.fps)
+        return src, min(src, float(self.fps))
+
+    def available_frames(self, entry: Dict[str, Any]) -> int:
+        """Frames of the entry's ``cut`` (whole video without) at the training rate."""
+        start, end = entry.get("cut") or (0, entry["num_frames"])
+        src, out = self._rates(entry)
+        return int(math.floor((end - start) * out / src + 1e-6))
+
+    def keys(self) -> List[Tuple[int, int, int]]:
+        return list(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def read(self, index: int) -> torch.Tensor:
+        """The clip (3, T, h, w) of entry ``index`` at its bucket shape."""
+        entry, (frames, h, w) = self.entries[index], self.shapes[index]
+        crop = entry.get("crop")
+        size = None if crop else (h, w)
+        if frames == 1 and is_image(entry["path"]):
+            video = VideoReader(entry["path"], size=size).read()
+        else:
+            first, end = entry.get("cut") or (0, entry["num_frames"])
+            src, out = self._rates(entry)
+            span = min(end - first, math.ceil(frames * src / out))
+            slack = max(end - first - span, 0)
+            start = first + (random.randint(0, slack) if self.train else slack // 2)
+            with VideoReader(entry["path"], start=start, num_frames=frames, fps=out, size=size) as reader:
+                video = reader.read()
+            if video.shape[1] < frames:  # the file is shorter than its annotation says: repeat the last frame
+                video = torch.cat([video, video[:, -1:].expand(-1, frames - video.shape[1], -1, -1)], dim=1)
+        if crop:
+            x0, x1, y0, y1 = crop
+            video = cover_resize(video[..., y0:y1, x0:x1], h, w)
+        return video
+
+    def caption(self, index: int) -> str:
+        caps = _captions(self.entries[index].get("cap"))
+        if not self.train:
+            return caps[0]
+        if random.random() < self.caption_dropout:
+            return ""
+        return random.choice(caps)
+
+    def mask(self, index: int) -> Optional[torch.Tensor]:
+        """(1, T, h, w) pixel mask (1 = generate, 0 = keep) drawn from the mask mix; None without a mix."""
+        if self.mask_mix is None:
+            return None
+        frames, h, w = self.shapes[index]
+        g = torch.Generator().manual_seed(random.getrandbits(62)) if self.train else torch.Generator().manual_seed(index)
+        kind = sample_mask_type(self.image_mask_mix if frames == 1 else self.mask_mix, g)
+        return pixel_mask(frame_mask(kind, frames, None, *self.clear_ratio, generator=g), h, w)
+
+    def __getitem__(self, index: int) -> Dict[str, Any]:
+        item = {"video": self.read(index), "caption": self.caption(index), "path": self.entries[index]["path"]}
+        mask = self.mask(index)
+        if mask is not None:
+            item["mask"] = mask
+        return item
+
+
+class LatentCacheDataset(Dataset):
+    """Precomputed items: every ``*.safetensors`` below ``folder`` holds ``latents`` (C, t, h, w),
+    ``text_embeds`` (L, D), ``text_mask`` (L,) and optionally ``masked_latents`` (C, t, h, w) and
+    ``compressed_mask`` (s, t, h, w) for the image-condition model (write them with :func:`save_cache_item`).
+    Bucket keys are the latent shapes. Caption dropout is not applied (the embeddings are fixed)."""
+
+    def __init__(self, folder: str):
+        from safetensors import safe_open
+
+        self.files = sorted(glob.glob(os.path.join(folder, "**", "*.safetensors"), recursive=True))
+        if not self.files:
+            raise FileNotFoundError(f"no .safetensors files below {folder}")
+        self.shapes = []
+        for path in self.files:
+            with safe_open(path, "pt") as fh:
+                self.shapes.append(tuple(fh.get_slice("latents").get_shape()[1:]))
+
+    def keys(self) -> List[Tuple[int, ...]]:
+        return list(self.shapes)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
+        return load_file(self.files[index])
+
+
+def save_cache_item(path: str, **tensors: torch.Tensor) -> None:
+    """Write one :class:`LatentCacheDataset` item (tensors of one sample, no batch dimension)."""
+    from safetensors.torch import save_file
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, path)
+
+
+def collate(samples: List[Optional[Dict[str, Any]]]) -> Optional[Dict[str, Any]]:
+    """Stack same-shaped samples; tensors are stacked, other values listed; ``None`` samples dropped."""
+    good = [s for s in samples if s is not None]
+    if not good:
+        return None
+    return {k: torch.stack([s[k] for s in good]) if torch.is_tensor(good[0][k]) else [s[k] for s in good]
+            for k in good[0]}
+
+
+class OpenSoraDataModule(L.LightningDataModule):
+    """Denoiser training data: :class:`AnnotationDataset` (or :class:`LatentCacheDataset` with ``cache``) in
+    shape-bucketed batches. Arguments not listed are those of :class:`AnnotationDataset`.
+
+    Args:
+        data: data file(s) (see the module docstring); ignored with ``cache``.
+        val_data: validation data file(s) (no dropout, centred windows), or None.
+        cache: folder of precomputed ``.safetensors`` items instead of videos.
+        mask_mix: mask weights; ``"release"`` for the released I2V mix (:data:`opensora.masks.RELEASE_VIDEO_MIX`).
+        batch_size: per-device batch size; ``drop_last`` drops incomplete batches.
+        seed: sampler seed (shuffling differs per epoch, identical across ranks).
+
+    With ``strategy: ddp`` set ``trainer.use_distributed_sampler: false``: the bucket sampler shards by rank itself.
+    """
+
+    def __init__(self, data: Union[str, List[str], None] = None, val_data: Union[str, List[str], None] = None,
+                 cache: Optional[str] = None, num_frames: int = 93, fps: float = 16.0, max_tokens: int = 1920,
+                 min_tokens: int = 1, stride: int = 16, max_aspect: Optional[float] = 3.0, min_frames: int = 1,
+                 use_images: bool = True, min_aesthetic: Optional[float] = None, caption_dropout: float = 0.1,
+                 mask_mix: Union[str, Dict[str, float], None] = None,
+                 image_mask_mix: Optional[Dict[str, float]] = None, min_clear_ratio: float = 0.0,
+                 max_clear_ratio: float = 1.0, batch_size: int = 1, drop_last: bool = False, num_workers: int = 2,
+                 seed: int = 0):
+        super().__init__()
+        self.save_hyperparameters()
+        if data is None and cache is None:
+            raise ValueError("give data (annotation data files) or cache (a folder of precomputed items)")
+        self.train_set = self.val_set = None
+
+    def _dataset(self, data, train: bool) -> Dataset:
+        hp = self.hparams
+        mix = RELEASE_VIDEO_MIX if hp.mask_mix == "release" else hp.mask_mix
+        return AnnotationDataset(load_entries(data, hp.min_aesthetic), hp.num_frames, hp.fps, hp.max_tokens,
+                                 hp.min_tokens, hp.stride, hp.max_aspect, hp.min_frames, hp.use_images,
+                                 hp.caption_dropout if train else 0.0, mix, hp.image_mask_mix, hp.min_clear_ratio,
+                                 hp.max_clear_ratio, train=train)
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        hp = self.hparams
+        self.train_set = LatentCacheDataset(hp.cache) if hp.cache else self._dataset(hp.data, True)
+        if len(self.train_set) == 0:
+            raise ValueError(f"no usable training samples in {hp.cache or hp.data}")
+        self.val_set = self._dataset(hp.val_data, False) if hp.val_data else None
+
+    def _rank(self) -> Tuple[int, int]:
+        trainer = getattr(self, "_trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        world, rank = self._rank()
+        hp = self.hparams
+        sampler = BucketBatchSampler(dataset.keys(), hp.batch_size, world, rank, shuffle=shuffle,
+                                     drop_last=hp.drop_last and shuffle, seed=hp.seed)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=hp.num_workers,
+                          persistent_workers=hp.num_workers > 0, pin_memory=torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, shuffle=False) if self.val_set is not None else []

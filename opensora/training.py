@@ -1,0 +1,301 @@
+"""Training the Open-Sora Plan v1.3 denoiser (text-to-video or image-condition) with Lightning.
+
+    python tools/train.py fit --config configs/opensora/tiny.yaml
+    python tools/train.py fit --config configs/opensora/t2v_v1_3.yaml --ckpt_path runs/t2v/checkpoints/last.ckpt
+    python -m opensora.training export runs/t2v/checkpoints/last.ckpt out/OpenSoraT2V [--no-ema]
+
+One step, for latents x0 (B, C, t, h, w) (VAE-encoded ``video`` or cached ``latents``) and caption features::
+
+    t_i  ~ stratified: sample i of rank r (world W, batch B) in stratum [g, g+1) * 1000/(B W), g = r B + i
+    v:    x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps,   target = sqrt(a_t) eps - sqrt(1 - a_t) x0
+          (DDPM linear betas 1e-4..0.02 rescaled to zero terminal SNR, :func:`training_scheduler`)
+          weight = min(snr_t, gamma) / (snr_t + 1)        # min-SNR-gamma for v-prediction, snr_t = a_t / (1 - a_t)
+    flow: s = t/1000, x_s = (1 - s) x0 + s eps,  target = eps - x0,  weight = 1   (rectified flow)
+    loss = mean_i weight_i * sum(mask (pred - target)^2) / sum(mask)   # mask: batch["latent_mask"] (B, t, h, w)
+
+The image-condition model (:class:`~opensora.models.OpenSoraInpaint`) also gets the masked-video latent and the
+compressed mask: from ``batch["mask"]`` (B, 1, T, H, W) (1 = generate), the kept frames get condition noise
+(:func:`opensora.masks.condition_noise`), are VAE-encoded, and the mask is compressed to the latent grid.
+
+An EMA copy of the denoiser (``ema_decay``) is updated after every optimizer step, saved in checkpoints (restored
+on resume with the step and the optimizer), validated (``val/loss_ema``) and exported by :func:`export`.
+Adaptive gradient clipping is the :class:`opensora.grad_clip.AdaptiveGradClip` callback; bf16 is the Trainer's
+``precision: bf16-mixed``. Captions are encoded here (``text_encoder``), not in the data loaders.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import lightning as L
+import torch
+
+from .controller_training import training_scheduler
+from .masks import compress_mask, condition_noise
+from .models import OpenSoraInpaint, OpenSoraInpaintConfig, OpenSoraT2V, OpenSoraT2VConfig
+from .models.inpaint import load_denoiser, read_denoiser_config
+
+FROZEN_PREFIXES = ("vae.",)
+
+
+def stratified_timesteps(batch: int, rank: int = 0, world: int = 1, num_steps: int = 1000,
+                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(B,) float times in [0, num_steps): sample ``i`` of ``rank`` uniform in its own stratum of the global batch
+    (``B * world`` equal strata), so every global batch covers the whole range."""
+    total = batch * world
+    index = rank * batch + torch.arange(batch, dtype=torch.float64)
+    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    return ((index + u) * num_steps / total).float()
+
+
+def min_snr_weight(snr: torch.Tensor, gamma: Optional[float]) -> torch.Tensor:
+    """Min-SNR-gamma weight of the v-prediction loss, ``min(snr, gamma) / (snr + 1)`` (1 when gamma is None)."""
+    if gamma is None:
+        return torch.ones_like(snr)
+    return torch.clamp(snr, max=gamma) / (snr + 1)
+
+
+def build_config(pretrained: Optional[str], config: Optional[Dict[str, Any]], inpaint: bool) -> OpenSoraT2VConfig:
+    """The denoiser config a :class:`DenoiserTraining` builds (without weights)."""
+    if pretrained is not None:
+        base = read_denoiser_config(pretrained)
+        return OpenSoraInpaintConfig.from_t2v(base) if inpaint and not isinstance(base, OpenSoraInpaintConfig) else base
+    cls = OpenSoraInpaintConfig if inpaint else OpenSoraT2VConfig
+    return cls.from_dict(dict(config))
+
+
+class DenoiserTraining(L.LightningModule):
+    """Trains an :class:`~opensora.models.OpenSoraT2V` (or :class:`~opensora.models.OpenSoraInpaint`) denoiser.
+
+    Args:
+        pretrained: denoiser folder to start from (release layout); with ``inpaint`` a text-to-video folder is
+            turned into an image-condition model (:meth:`OpenSoraInpaint.from_t2v`). Or
+        model_config: config fields of a random denoiser (seeded by ``seed``).
+        inpaint: train the image-condition model.
+        vae, text_encoder, max_text_length: WF-VAE folder (for ``video`` batches) and text encoder folder
+            (for ``caption`` batches; without one, batches need ``text_embeds`` or get one zero token).
+        objective: ``"v"`` (v-prediction, zero-terminal-SNR DDPM) or ``"flow"`` (rectified flow).
+        snr_gamma: min-SNR-gamma (v only; None: unweighted).
+        stratified: stratified timesteps across ranks (else uniform).
+        ema_decay: EMA decay (None: no EMA).
+        lr, weight_decay, betas, eps, warmup_steps: AdamW with linear warm-up.
+        gradient_checkpointing: recompute the blocks in backward.
+        export_dir: ``save_pretrained`` of the EMA (else the model) at the end of ``fit``.
+    """
+
+    def __init__(self, pretrained: Optional[str] = None, model_config: Optional[Dict[str, Any]] = None,
+                 inpaint: bool = False, vae: Optional[str] = None, text_encoder: Optional[str] = None,
+                 max_text_length: int = 512, objective: str = "v", snr_gamma: Optional[float] = 5.0,
+                 stratified: bool = True, ema_decay: Optional[float] = 0.9999, lr: float = 1e-5,
+                 weight_decay: float = 1e-2, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 warmup_steps: int = 0, gradient_checkpointing: bool = False, seed: int = 0,
+                 export_dir: Optional[str] = None):
+        super().__init__()
+        self.save_hyperparameters()
+        if objective not in ("v", "flow"):
+            raise ValueError(f"objective must be 'v' or 'flow', got {objective!r}")
+        if (pretrained is None) == (model_config is None):
+            raise ValueError("give exactly one of pretrained (a model folder) and model_config (a random model)")
+        if pretrained is not None:
+            model = load_denoiser(pretrained)
+            if inpaint and not isinstance(model, OpenSoraInpaint):
+                model = OpenSoraInpaint.from_t2v(model)
+        else:
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                cls = OpenSoraInpaint if inpaint else OpenSoraT2V
+                model = cls(build_config(None, model_config, inpaint))
+        if inpaint != isinstance(model, OpenSoraInpaint):
+            raise ValueError(f"{pretrained} is an image-condition model: set inpaint: true")
+        self.model = model.train()
+        self.model.enable_gradient_checkpointing(gradient_checkpointing)
+        self.ema = copy.deepcopy(model).requires_grad_(False).eval() if ema_decay is not None else None
+        self.vae = None
+        if vae is not None:
+            from wfvae import WFVAE
+
+            self.vae = WFVAE.from_pretrained(vae).requires_grad_(False).eval()
+        self._text_encoder = None
+        self.scheduler = training_scheduler()
+        self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
+        self.strict_loading = False  # checkpoints leave the VAE out
+
+    # ------------------------------------------------------------------ frozen parts, EMA, optimiser
+    def train(self, mode: bool = True) -> "DenoiserTraining":
+        super().train(mode)
+        for frozen in (self.ema, self.vae):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
+            del state[key]
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """``ema <- decay * ema + (1 - decay) * model`` for every parameter."""
+        ema = [p for p in self.ema.parameters()]
+        model = [p.detach().to(e.dtype) for p, e in zip(self.model.parameters(), ema)]
+        torch._foreach_lerp_(ema, model, 1.0 - float(self.hparams.ema_decay))
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.ema is not None and outputs is not None:
+            self.update_ema()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas),
+                                      eps=hp.eps)
+        warmup = max(int(hp.warmup_steps), 0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            (self.ema or self.model).save_pretrained(self.hparams.export_dir)
+
+    # ------------------------------------------------------------------ batch preparation
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            raise ValueError("the batch has no latents: give the module a vae to encode its videos")
+        return self.vae.scale_latents(self.vae.encode(video.to(self.vae.dtype)).sample().float())
+
+    @torch.no_grad()
+    def captions_of(self, batch: Dict[str, Any], size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) caption features and (B, L) mask: cached, encoded, or one zero token without an encoder."""
+        if "text_embeds" in batch:
+            return batch["text_embeds"], batch["text_mask"]
+        if self.hparams.text_encoder is not None:
+            if self._text_encoder is None:
+                from .text import TextEncoder
+
+                self._text_encoder = TextEncoder.from_pretrained(self.hparams.text_encoder,
+                                                                 self.hparams.max_text_length)
+            self._text_encoder.to(self.device)
+            embeds, mask = self._text_encoder.encode(list(batch.get("caption") or [""] * size))
+            return embeds.float(), mask
+        width = self.model.config.caption_channels
+        return torch.zeros(size, 1, width, device=self.device), torch.ones(size, 1, device=self.device)
+
+    @torch.no_grad()
+    def conditions_of(self, batch: Dict[str, Any], latents: torch.Tensor) -> torch.Tensor:
+        """(B, C + s, t, h, w) masked-video latent + compressed mask of the image-condition model."""
+        if "masked_latents" in batch:
+            return torch.cat([batch["masked_latents"].float(), batch["compressed_mask"].float()], dim=1)
+        s = self.model.config.vae_scale_factor_t
+        if "video" not in batch:
+            b, _, t, h, w = latents.shape
+            return torch.cat([torch.zeros_like(latents), latents.new_ones(b, s, t, h, w)], dim=1)
+        video = batch["video"]
+        mask = batch.get("mask")
+        if mask is None:
+            mask = video.new_ones(video.shape[0], 1, *video.shape[2:])
+        masked = condition_noise(video * (mask < 0.5), mask)
+        stride_hw = video.shape[-1] // latents.shape[-1]
+        return torch.cat([self.encode_video(masked), compress_mask(mask.float(), s, stride_hw)], dim=1)
+
+    # ------------------------------------------------------------------ objective
+    def timesteps(self, batch: int) -> torch.Tensor:
+        """(B,) continuous times in [0, 1000) (stratified across ranks, or uniform)."""
+        if self.hparams.stratified:
+            world = self.trainer.world_size if self._trainer is not None else 1
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+            return stratified_timesteps(batch, rank, world).to(self.device)
+        return torch.rand(batch, device=self.device) * 1000
+
+    def diffusion_loss(self, batch: Dict[str, Any], model: Optional[torch.nn.Module] = None) -> torch.Tensor:
+        model = model if model is not None else self.model
+        latents = batch["latents"].float() if "latents" in batch else self.encode_video(batch["video"])
+        b = latents.shape[0]
+        text, text_mask = self.captions_of(batch, b)
+        times = self.timesteps(b)
+        noise = torch.randn_like(latents)
+        if self.hparams.objective == "v":
+            steps = times.long().clamp(0, 999)
+            acp = self.alphas_cumprod.to(latents.device)[steps].view(b, 1, 1, 1, 1)
+            noisy = acp.sqrt() * latents + (1 - acp).sqrt() * noise
+            target = acp.sqrt() * noise - (1 - acp).sqrt() * latents
+            snr = acp.view(b) / (1 - acp.view(b)).clamp(min=1e-12)
+            weight = min_snr_weight(snr, self.hparams.snr_gamma)
+            model_t = steps.float()
+        else:
+            s = (times / 1000).view(b, 1, 1, 1, 1)
+            noisy, target = (1 - s) * latents + s * noise, noise - latents
+            weight, model_t = torch.ones(b, device=latents.device), times
+        inputs = noisy
+        if isinstance(model, OpenSoraInpaint):
+            inputs = torch.cat([noisy, self.conditions_of(batch, latents)], dim=1)
+        latent_mask = batch.get("latent_mask")
+        pred = model(inputs, model_t, text, text_mask, attention_mask=latent_mask)
+        err = (pred[:, :latents.shape[1]].float() - target) ** 2
+        if latent_mask is None:
+            per_sample = err.flatten(1).mean(1)
+        else:
+            m = latent_mask.float()[:, None].expand_as(err)
+            per_sample = (err * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
+        return (weight * per_sample).mean()
+
+    # ------------------------------------------------------------------ steps
+    @staticmethod
+    def _size(batch: Dict[str, Any]) -> int:
+        return len(batch["latents"] if "latents" in batch else batch["video"])
+
+    def training_step(self, batch: Optional[Dict[str, Any]], batch_idx: int):
+        if batch is None:
+            return None
+        loss = self.diffusion_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=self._size(batch))
+        return loss
+
+    def validation_step(self, batch: Optional[Dict[str, Any]], batch_idx: int):
+        if batch is None:
+            return None
+        models = {"val/loss": self.model} | ({"val/loss_ema": self.ema} if self.ema is not None else {})
+        for name, model in models.items():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(batch_idx)
+                loss = self.diffusion_loss(batch, model)
+            self.log(name, loss, batch_size=self._size(batch), sync_dist=True)
+
+
+def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str = "10GB") -> OpenSoraT2V:
+    """Write the EMA (or the trained) denoiser of a :class:`DenoiserTraining` checkpoint to ``folder`` in the
+    release layout (``config.json`` + safetensors, sharded above ``max_shard_size``)."""
+    data = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    hp = data["hyper_parameters"]
+    prefix = "ema." if ema and hp.get("ema_decay") is not None else "model."
+    state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+    config = build_config(hp.get("pretrained"), hp.get("model_config"), bool(hp.get("inpaint")))
+    with torch.device("meta"):
+        model = (OpenSoraInpaint if isinstance(config, OpenSoraInpaintConfig) else OpenSoraT2V)(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.save_pretrained(folder, max_shard_size)
+    return model
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m opensora.training",
+                                     description="Export a denoiser training checkpoint to the release layout.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    ex = sub.add_parser("export", help="checkpoint -> model folder (EMA weights unless --no-ema)")
+    ex.add_argument("checkpoint")
+    ex.add_argument("folder")
+    ex.add_argument("--no-ema", action="store_true")
+    ex.add_argument("--max-shard-size", default="10GB")
+    args = parser.parse_args(argv)
+    try:
+        export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
