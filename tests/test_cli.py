@@ -32,7 +32,7 @@ def test_reconstruct_keeps_frames_size_fps(tmp_path, capsys, frames, size):
 
 
 def test_encode_decode_round_trip_matches_model(tmp_path, capsys):
-    lat, out = str(tmp_path / "z.safetensors"), str(tmp_path / "dec.mp4")
+    lat = str(tmp_path / "z.safetensors")
     assert _run(["encode", CLIP, lat, "--model", MODEL, "--frames", "14", "--size", "32x48", "--quiet"], capsys)[0] == 0
     from wfvae import WFVAE, pad_video
 

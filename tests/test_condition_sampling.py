@@ -17,14 +17,6 @@ from opensora.text import TextEncoder
 from wfvae.video_io import VideoWriter, write_image
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the CPUs are shared: no oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TEXT_WIDTH = 16
 MODEL = dict(num_attention_heads=2, attention_head_dim=12, cross_attention_dim=24, in_channels=4, out_channels=4,

@@ -8,14 +8,6 @@ from opensora.control import (CONTROL_KINDS, canny, depth, load_estimator, make_
 from wfvae.video_io import read_video
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the CPUs are shared: no oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def square_clip(frames=5, size=32, lo=8, hi=24):
     """Black clip with a white square [lo, hi) x [lo, hi), shifted by one pixel per frame."""

@@ -11,14 +11,6 @@ from opensora.models import OpenSoraInpaint, OpenSoraInpaintConfig, OpenSoraT2V,
 from opensora.models.inpaint import read_class_name
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the CPUs are shared: no oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 TINY = os.path.join(DATA, "opensora_inpaint_tiny")
 T2V = os.path.join(DATA, "opensora_t2v_tiny")

@@ -54,14 +54,6 @@ def make_pipeline_folder(folder) -> str:
     return str(folder)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread (no OpenMP hand-offs), above all on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def text_encoder(tmp_path_factory):

@@ -19,13 +19,6 @@ FAST = ["--frames", "5", "--height", "32", "--width", "32", "--steps", "2", "--m
         "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):

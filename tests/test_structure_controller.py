@@ -14,14 +14,6 @@ from opensora.models import (ControlledDenoiser, OpenSoraInpaint, OpenSoraT2V, O
                              StructureControllerConfig, latent_frame_mask)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and the CPUs are shared: no oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 BASE = dict(num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4, num_layers=4,

@@ -12,13 +12,6 @@ TOKENIZER = os.path.join(os.path.dirname(__file__), "data", "tiny_text")
 VOCAB = 256  # >= the test tokenizer's size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _copy_tokenizer(folder):
     for name in os.listdir(TOKENIZER):

@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .causal import CausalConv3d, Conv2d, StreamCache, per_frame, spatial_upsample, temporal_upsample
+from .causal import CausalConv3d, StreamCache, per_frame, spatial_upsample, temporal_upsample
 
 
 class ChannelLayerNorm(nn.Module):
