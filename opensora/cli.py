@@ -32,6 +32,8 @@ from typing import List, Optional, Tuple
 
 import torch
 
+from wfvae.cli import ErrorParser, UsageError
+
 from . import schedulers as sched
 from .condition_pipeline import add_condition_arguments, check_condition_args, condition_model
 
@@ -42,17 +44,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class UsageError(Exception):
-    """Bad input: reported as one ``error:`` line with exit code 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="opensora-sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ErrorParser(prog="opensora-sample", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("prompts")
     g.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several)")
     g.add_argument("--prompt-file", default=None, help="text file with one prompt per line (blank lines skipped)")

@@ -28,14 +28,16 @@ class UsageError(Exception):
     """Bad input: reported as one ``error:`` line with exit code 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class ErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise :class:`UsageError` (one ``error:`` line, exit 2)."""
+
     def error(self, message):
         raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="wfvae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = ErrorParser(prog="wfvae", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ErrorParser)
 
     def common(sp, reads_video: bool):
         sp.add_argument("--model", default=None, help=f"WF-VAE folder or weights file (default: {DEFAULT_MODEL})")
