@@ -63,7 +63,8 @@ class BucketBatchSampler(Sampler[List[int]]):
     round-robin to the ranks. Every rank must run the same number of steps, so the batch count is made a multiple
     of ``num_replicas``: with ``drop_last`` the extra batches are dropped; otherwise the largest batches are split
     in two (still one shape) until it is, so every index is used **exactly once per epoch across ranks**; only when
-    there are fewer indices than ranks are batches repeated. All ranks compute the same list from the same seed,
+    no batch can be split (all single samples, e.g. ``batch_size`` 1 and an odd count on 2 ranks) are batches
+    repeated. All ranks compute the same list from the same seed,
     so no communication is needed. Call :meth:`set_epoch` each epoch (Lightning does it for samplers it finds).
 
     Args:
@@ -114,7 +115,7 @@ class BucketBatchSampler(Sampler[List[int]]):
         while batches and len(batches) % world:
             largest = max(range(len(batches)), key=lambda i: len(batches[i]))
             if len(batches[largest]) < 2:
-                batches += batches[:world - len(batches) % world]  # fewer indices than ranks: repeat
+                batches += batches[:world - len(batches) % world]  # nothing left to split: repeat
                 break
             b = batches.pop(largest)
             half = (len(b) + 1) // 2
