@@ -1,0 +1,117 @@
+"""Adaptive gradient clipping: EMA statistics, clipping a spike, skipping NaN steps, DDP rule, Trainer hook."""
+import math
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from opensora.grad_clip import AdaptiveGradClip, grad_norm, rank_scale
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def set_grad(param, value):
+    param.grad = torch.full_like(param, value)
+
+
+def test_clips_a_spike_to_mean_plus_three_sigma():
+    p = torch.nn.Parameter(torch.zeros(4))
+    clip = AdaptiveGradClip(beta=0.9, k=3.0, warmup=5, log=False)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):  # norms around 1 (value * 2 = norm of 4 equal entries)
+        set_grad(p, 0.5 * (1 + 0.1 * float(torch.randn((), generator=g))))
+        assert clip.clip([p])["factor"] == 1.0
+    mean, std = clip.mean, math.sqrt(clip.var)
+    assert abs(mean - 1) < 0.1 and 0 < std < 0.2
+    threshold = clip.threshold
+    assert threshold == pytest.approx(mean + 3 * std)
+    set_grad(p, 50.0)  # norm 100
+    out = clip.clip([p])
+    assert out["norm"] == pytest.approx(100.0) and out["factor"] < 0.1
+    assert float(grad_norm([p])) == pytest.approx(threshold, rel=1e-5)
+    assert clip.clipped == 1 and clip.mean < threshold  # the statistics take the clipped norm, not the spike
+
+
+def test_skips_nan_and_inf_steps():
+    p, q = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    clip = AdaptiveGradClip(warmup=0, log=False)
+    set_grad(p, 1.0)
+    set_grad(q, 1.0)
+    clip.clip([p, q])
+    count, mean = clip.count, clip.mean
+    for bad in (float("nan"), float("inf")):
+        set_grad(p, 1.0)
+        q.grad = torch.tensor([bad, 1.0])
+        assert clip.clip([p, q])["factor"] == 0.0
+        assert p.grad.eq(0).all() and q.grad.eq(0).all()
+    assert clip.skipped == 2 and clip.count == count and clip.mean == mean
+
+
+def test_warmup_and_max_norm():
+    p = torch.nn.Parameter(torch.zeros(1))
+    clip = AdaptiveGradClip(warmup=3, max_norm=2.0, log=False)
+    assert clip.threshold == 2.0
+    set_grad(p, 5.0)
+    assert clip.clip([p])["factor"] == pytest.approx(0.4)
+    assert AdaptiveGradClip(warmup=3).threshold == math.inf
+
+
+def test_rank_rule_single_process():
+    assert rank_scale(torch.tensor(1.0), 2.0) == 1.0
+    assert rank_scale(torch.tensor(3.0), 2.0) == 0.0
+    assert rank_scale(torch.tensor(float("nan")), 2.0) == 0.0
+    p = torch.nn.Parameter(torch.zeros(2))
+    clip = AdaptiveGradClip(warmup=0, per_rank=True, log=False)
+    set_grad(p, 1.0)
+    clip.clip([p])
+    set_grad(p, 100.0)  # abnormal rank: zeroed, not clipped
+    assert clip.clip([p])["factor"] == 0.0 and p.grad.eq(0).all()
+
+
+def test_state_round_trip():
+    clip = AdaptiveGradClip(log=False)
+    clip.mean, clip.var, clip.count, clip.skipped = 1.5, 0.25, 7, 2
+    other = AdaptiveGradClip(log=False)
+    other.load_state_dict(clip.state_dict())
+    assert other.state_dict() == clip.state_dict()
+
+
+class Tiny(L.LightningModule):
+    """A linear model whose loss is NaN at step ``bad_step``; plain SGD so a skipped step changes nothing."""
+
+    def __init__(self, bad_step=3):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.bad_step, self.weights = bad_step, []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = ((self.layer(x) - y) ** 2).mean()
+        if self.global_step == self.bad_step:
+            loss = loss * float("nan")
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.weights.append(self.layer.weight.detach().clone())
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_callback_in_a_trainer_skips_the_nan_step(tmp_path):
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(8, 2), torch.randn(8, 1))
+    module, clip = Tiny(), AdaptiveGradClip(warmup=1, log=False)
+    trainer = L.Trainer(accelerator="cpu", max_steps=6, callbacks=[clip], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(module, DataLoader(data, batch_size=2))
+    assert clip.skipped == 1
+    assert torch.equal(module.weights[3], module.weights[2])  # the NaN step left the weights alone
+    assert torch.isfinite(module.layer.weight).all() and not torch.equal(module.weights[5], module.weights[3])
