@@ -1,0 +1,146 @@
+"""Denoiser training: objective pieces, the loss going down on a tiny model, resume (step, optimizer, EMA), export,
+the image-condition path through the VAE, and padded-latent masking."""
+import copy
+import os
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from conftest import DATA
+from opensora.data import OpenSoraDataModule
+from opensora.grad_clip import AdaptiveGradClip
+from opensora.models import OpenSoraT2V
+from opensora.training import DenoiserTraining, export, main, min_snr_weight, stratified_timesteps
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+CONFIG = dict(num_attention_heads=2, attention_head_dim=12, cross_attention_dim=24, in_channels=4, out_channels=4,
+              num_layers=2, caption_channels=8, sparse1d=False)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def latent_batch(b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"latents": torch.randn(b, 4, 3, 8, 8, generator=g), "text_embeds": torch.randn(b, 3, 8, generator=g),
+            "text_mask": torch.ones(b, 3)}
+
+
+def test_min_snr_weight_and_stratified_timesteps():
+    snr = torch.tensor([0.0, 1.0, 5.0, 100.0])
+    assert torch.allclose(min_snr_weight(snr, 5.0), torch.tensor([0.0, 0.5, 5 / 6, 5 / 101]))
+    assert torch.equal(min_snr_weight(snr, None), torch.ones(4))
+    g = torch.Generator().manual_seed(0)
+    t = torch.cat([stratified_timesteps(4, rank, 2, generator=g) for rank in range(2)])
+    assert ((t >= torch.arange(8) * 125) & (t < (torch.arange(8) + 1) * 125)).all()
+
+
+@pytest.mark.parametrize("objective,inpaint", [("v", False), ("flow", False), ("v", True)])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(objective, inpaint):
+    module = DenoiserTraining(model_config=CONFIG, inpaint=inpaint, objective=objective, lr=2e-3, ema_decay=None,
+                              snr_gamma=None if objective == "flow" else 5.0)
+    optimizer = module.configure_optimizers()["optimizer"]
+    batch, losses = latent_batch(), []
+    for _ in range(20):
+        torch.manual_seed(0)  # same noise and timesteps every step
+        loss = module.diffusion_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.75 * losses[0], losses
+
+
+def test_padded_latents_do_not_count():
+    module = DenoiserTraining(model_config=CONFIG, ema_decay=None).eval()
+    batch = latent_batch()
+    batch["latent_mask"] = torch.ones(2, 3, 8, 8)
+    batch["latent_mask"][..., 4:] = 0  # right half is padding (whole patches)
+    changed = {**batch, "latents": batch["latents"].clone()}
+    changed["latents"][..., 4:] = 100.0
+    losses = []
+    for b in (batch, changed):
+        torch.manual_seed(1)
+        with torch.no_grad():
+            losses.append(float(module.diffusion_loss(b)))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+class Latents(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, i):
+        return {k: v[0] for k, v in latent_batch(1, seed=i).items()}
+
+
+class Snapshot(L.Callback):
+    """What the module holds when training (re)starts."""
+
+    def on_train_start(self, trainer, module):
+        self.step = trainer.global_step
+        self.ema = {k: v.clone() for k, v in module.ema.state_dict().items()}
+        self.model = {k: v.clone() for k, v in module.model.state_dict().items()}
+        self.optimizer = copy.deepcopy(trainer.optimizers[0].state_dict())
+
+
+def fit(tmp_path, max_steps, ckpt_path=None):
+    torch.manual_seed(0)
+    module = DenoiserTraining(model_config=CONFIG, lr=1e-3, ema_decay=0.5)
+    snap, clip = Snapshot(), AdaptiveGradClip(warmup=1, log=False)
+    trainer = L.Trainer(accelerator="cpu", max_steps=max_steps, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+                        callbacks=[snap, clip, L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt",
+                                                                                    save_last=True)])
+    trainer.fit(module, DataLoader(Latents(), batch_size=2), ckpt_path=ckpt_path)
+    return module, trainer, snap, clip
+
+
+def test_resume_restores_step_optimizer_and_ema_then_export(tmp_path):
+    module, trainer, snap, _ = fit(tmp_path, 3)
+    assert trainer.global_step == 3
+    assert not torch.equal(module.ema.pos_embed.proj.weight, snap.ema["pos_embed.proj.weight"])  # EMA moved
+    assert not torch.equal(module.ema.pos_embed.proj.weight, module.model.pos_embed.proj.weight)
+    ema = {k: v.clone() for k, v in module.ema.state_dict().items()}
+    model = {k: v.clone() for k, v in module.model.state_dict().items()}
+    ckpt = str(tmp_path / "ckpt" / "last.ckpt")
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    assert not any(k.startswith("vae.") for k in saved["state_dict"])
+
+    resumed, trainer2, snap2, clip2 = fit(tmp_path, 5, ckpt_path=ckpt)
+    assert snap2.step == 3 and trainer2.global_step == 5
+    assert all(torch.equal(snap2.ema[k], ema[k]) for k in ema)
+    assert all(torch.equal(snap2.model[k], model[k]) for k in model)
+    restored = snap2.optimizer["state"]
+    assert restored and all(float(s["step"]) == 3 for s in restored.values())
+    assert clip2.count >= 3  # clipping statistics came back with the checkpoint
+
+    out = tmp_path / "export"
+    export(str(tmp_path / "ckpt" / "last.ckpt"), str(out))
+    loaded = OpenSoraT2V.from_pretrained(str(out))
+    assert all(torch.equal(v, resumed.ema.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert main(["export", str(tmp_path / "missing.ckpt"), str(out)]) == 2
+
+
+def test_image_condition_model_trains_on_videos_through_the_vae():
+    dm = OpenSoraDataModule(data=os.path.join(ROOT, "configs", "opensora", "tiny_data.json"), num_frames=5, fps=8,
+                            max_tokens=8, min_tokens=4, batch_size=1, num_workers=0, mask_mix="release")
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    config = {**CONFIG, "in_channels": 8, "out_channels": 8}
+    module = DenoiserTraining(model_config=config, inpaint=True, vae=os.path.join(DATA, "wfvae_tiny"),
+                              ema_decay=0.9)
+    torch.manual_seed(0)
+    loss = module.diffusion_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    grads = module.model.pos_embed_mask[1].weight.grad  # zero-initialised condition projection gets a gradient
+    assert grads is not None and grads.abs().sum() > 0
+    assert all(p.grad is None for p in module.vae.parameters())
