@@ -65,7 +65,8 @@ class BucketBatchSampler(Sampler[List[int]]):
     in two (still one shape) until it is, so every index is used **exactly once per epoch across ranks**; only when
     no batch can be split (all single samples, e.g. ``batch_size`` 1 and an odd count on 2 ranks) are batches
     repeated. All ranks compute the same list from the same seed,
-    so no communication is needed. Call :meth:`set_epoch` each epoch (Lightning does it for samplers it finds).
+    so no communication is needed. Call :meth:`set_epoch` each epoch; Lightning calls ``set_epoch`` on
+    ``batch_sampler.sampler`` only, so :attr:`sampler` is a small handle that forwards it here (also on resume).
 
     Args:
         keys: one hashable bucket key per dataset index (e.g. ``(frames, h, w)``).
@@ -86,6 +87,7 @@ class BucketBatchSampler(Sampler[List[int]]):
             raise ValueError(f"rank {rank} outside a world of {num_replicas}")
         self.keys, self.batch_size, self.num_replicas, self.rank = list(keys), batch_size, num_replicas, rank
         self.shuffle, self.drop_last, self.seed, self.epoch = shuffle, drop_last, seed, 0
+        self.sampler = _EpochHandle(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -127,3 +129,13 @@ class BucketBatchSampler(Sampler[List[int]]):
 
     def __len__(self) -> int:
         return len(self.global_batches(self.epoch)) // self.num_replicas
+
+
+class _EpochHandle:
+    """What Lightning finds as ``dataloader.batch_sampler.sampler``: forwards ``set_epoch`` to the batch sampler."""
+
+    def __init__(self, owner: BucketBatchSampler):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)

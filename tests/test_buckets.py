@@ -117,3 +117,13 @@ def test_data_module_batches_have_one_shape():
     batches = list(dm.train_dataloader())
     assert sum(len(b["caption"]) for b in batches) == 2
     assert all(b["video"].ndim == 5 for b in batches)
+
+
+def test_lightning_advances_the_sampler_epoch():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    sampler = BucketBatchSampler(keys_of(), 2, num_replicas=1, rank=0)
+    loader = DataLoader(list(range(37)), batch_sampler=sampler)
+    _set_sampler_epoch(loader, 4)
+    assert sampler.epoch == 4
