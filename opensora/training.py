@@ -19,15 +19,16 @@ compressed mask: from ``batch["mask"]`` (B, 1, T, H, W) (1 = generate), the kept
 
 An EMA copy of the denoiser (``ema_decay``) is updated after every optimizer step, saved in checkpoints (restored
 on resume with the step and the optimizer), validated (``val/loss_ema``) and exported by :func:`export`.
-Adaptive gradient clipping is the :class:`opensora.grad_clip.AdaptiveGradClip` callback; bf16 is the Trainer's
+:func:`write_latent_cache` precomputes latents and caption features for small GPUs. Adaptive gradient clipping is the :class:`opensora.grad_clip.AdaptiveGradClip` callback; bf16 is the Trainer's
 ``precision: bf16-mixed``. Captions are encoded here (``text_encoder``), not in the data loaders.
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import sys
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
@@ -262,6 +263,32 @@ class DenoiserTraining(L.LightningModule):
                 torch.manual_seed(batch_idx)
                 loss = self.diffusion_loss(batch, model)
             self.log(name, loss, batch_size=self._size(batch), sync_dist=True)
+
+
+@torch.no_grad()
+def write_latent_cache(module: DenoiserTraining, loader: Iterable[Dict[str, Any]], folder: str) -> int:
+    """Encode every batch of ``loader`` once (videos with the module's VAE, captions with its text encoder, and for
+    the image-condition model the masked-video latent and compressed mask) into one ``.safetensors`` per sample,
+    read back by :class:`opensora.data.LatentCacheDataset` (``data.cache``). Use a loader without caption dropout;
+    the condition noise and masks drawn here are then fixed. Returns the number of items written."""
+    from .data import save_cache_item
+
+    count = 0
+    for batch in loader:
+        if batch is None:
+            continue
+        latents = batch["latents"].float() if "latents" in batch else module.encode_video(batch["video"].to(module.device))
+        text, mask = module.captions_of(batch, latents.shape[0])
+        items = {"latents": latents, "text_embeds": text, "text_mask": mask}
+        if isinstance(module.model, OpenSoraInpaint):
+            cond = module.conditions_of({k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()},
+                                        latents)
+            items["masked_latents"], items["compressed_mask"] = cond.split(
+                [latents.shape[1], cond.shape[1] - latents.shape[1]], dim=1)
+        for i in range(latents.shape[0]):
+            save_cache_item(os.path.join(folder, f"{count:08d}.safetensors"), **{k: v[i] for k, v in items.items()})
+            count += 1
+    return count
 
 
 def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str = "10GB") -> OpenSoraT2V:

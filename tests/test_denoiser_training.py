@@ -144,3 +144,23 @@ def test_image_condition_model_trains_on_videos_through_the_vae():
     grads = module.model.pos_embed_mask[1].weight.grad  # zero-initialised condition projection gets a gradient
     assert grads is not None and grads.abs().sum() > 0
     assert all(p.grad is None for p in module.vae.parameters())
+
+
+def test_latent_cache_round_trip(tmp_path):
+    from opensora.training import write_latent_cache
+
+    dm = OpenSoraDataModule(data=os.path.join(ROOT, "configs", "opensora", "tiny_data.json"), num_frames=5, fps=8,
+                            max_tokens=8, min_tokens=4, batch_size=2, num_workers=0, mask_mix="release",
+                            caption_dropout=0.0)
+    dm.setup()
+    config = {**CONFIG, "in_channels": 8, "out_channels": 8}
+    module = DenoiserTraining(model_config=config, inpaint=True, vae=os.path.join(DATA, "wfvae_tiny"), ema_decay=None)
+    assert write_latent_cache(module, dm.train_dataloader(), str(tmp_path / "cache")) == 2
+    cached = OpenSoraDataModule(cache=str(tmp_path / "cache"), batch_size=2, num_workers=0)
+    cached.setup()
+    batches = list(cached.train_dataloader())
+    assert sum(len(b["latents"]) for b in batches) == 2
+    batch = batches[0]
+    assert batch["latents"].shape[1] == 8 and batch["compressed_mask"].shape[1] == 4
+    assert batch["masked_latents"].shape == batch["latents"].shape
+    assert torch.isfinite(module.diffusion_loss(batch))
