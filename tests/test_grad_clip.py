@@ -115,3 +115,28 @@ def test_callback_in_a_trainer_skips_the_nan_step(tmp_path):
     assert clip.skipped == 1
     assert torch.equal(module.weights[3], module.weights[2])  # the NaN step left the weights alone
     assert torch.isfinite(module.layer.weight).all() and not torch.equal(module.weights[5], module.weights[3])
+
+
+
+def test_rank_rule_with_two_simulated_ranks(monkeypatch):
+    """The all-gather logic with a faked 2-rank process group: an abnormal rank is zeroed, the normal one rescaled
+    by world / n_normal (so the mean over ranks keeps its size)."""
+    dist = torch.distributed
+    for norms, expected in [((1.0, float("nan")), (2.0, 0.0)), ((1.0, 1.2), (1.0, 1.0)), ((5.0, 1.1), (0.0, 2.0)),
+                            ((5.0, float("inf")), (0.0, 0.0))]:
+        for rank in range(2):
+            def all_gather(out, tensor, norms=norms):
+                for i, t in enumerate(out):
+                    t.fill_(norms[i])
+
+            monkeypatch.setattr(dist, "is_initialized", lambda: True)
+            monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+            monkeypatch.setattr(dist, "get_rank", lambda rank=rank: rank)
+            monkeypatch.setattr(dist, "all_gather", all_gather)
+            p = torch.nn.Parameter(torch.zeros(1))
+            p.grad = torch.tensor([norms[rank]])
+            clip = AdaptiveGradClip(warmup=0, per_rank=True, log=False)
+            clip.count, clip.mean, clip.var = 10, 1.0, 0.01  # threshold 1.3
+            assert clip.clip([p])["factor"] == expected[rank]
+            want = 0.0 if expected[rank] == 0 else norms[rank] * expected[rank]
+            assert float(p.grad) == pytest.approx(want)
