@@ -127,3 +127,24 @@ def test_lightning_advances_the_sampler_epoch():
     loader = DataLoader(list(range(37)), batch_sampler=sampler)
     _set_sampler_epoch(loader, 4)
     assert sampler.epoch == 4
+
+
+def test_images_and_videos_together(tmp_path):
+    import json
+
+    from wfvae.video_io import write_image
+
+    write_image(tmp_path / "still.png", torch.rand(3, 40, 100) * 2 - 1)
+    clip = os.path.abspath(os.path.join(ROOT, "assets", "bigbuckbunny.mp4"))
+    entries = [{"path": "still.png", "cap": "a still", "resolution": {"height": 40, "width": 100}},
+               {"path": clip, "cap": "a clip", "resolution": {"height": 270, "width": 480}, "num_frames": 75,
+                "fps": 25}]
+    (tmp_path / "anno.json").write_text(json.dumps(entries))
+    dm = OpenSoraDataModule(data=str(tmp_path / "anno.json"), num_frames=5, fps=8, max_tokens=12, min_tokens=6,
+                            batch_size=2, num_workers=0, mask_mix="release", caption_dropout=0.0)
+    dm.setup()
+    assert sorted(dm.train_set.keys()) == [(1, 32, 96), (5, 48, 64)]
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 2 and sorted(b["video"].shape[2] for b in batches) == [1, 5]
+    image = next(b for b in batches if b["video"].shape[2] == 1)
+    assert image["caption"] == ["a still"] and image["mask"].shape == (1, 1, 1, 32, 96)
