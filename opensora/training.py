@@ -76,7 +76,8 @@ class DenoiserTraining(L.LightningModule):
         model_config: config fields of a random denoiser (seeded by ``seed``).
         inpaint: train the image-condition model.
         vae, text_encoder, max_text_length: WF-VAE folder (for ``video`` batches) and text encoder folder
-            (for ``caption`` batches; without one, batches need ``text_embeds`` or get one zero token).
+            (for ``caption`` batches; without one, batches need ``text_embeds`` or get one zero token);
+            ``text_dtype`` its weights' dtype (``bfloat16`` for mT5-XXL on a GPU).
         objective: ``"v"`` (v-prediction, zero-terminal-SNR DDPM) or ``"flow"`` (rectified flow).
         snr_gamma: min-SNR-gamma (v only; None: unweighted).
         stratified: stratified timesteps across ranks (else uniform).
@@ -88,7 +89,7 @@ class DenoiserTraining(L.LightningModule):
 
     def __init__(self, pretrained: Optional[str] = None, model_config: Optional[Dict[str, Any]] = None,
                  inpaint: bool = False, vae: Optional[str] = None, text_encoder: Optional[str] = None,
-                 max_text_length: int = 512, objective: str = "v", snr_gamma: Optional[float] = 5.0,
+                 max_text_length: int = 512, text_dtype: str = "float32", objective: str = "v", snr_gamma: Optional[float] = 5.0,
                  stratified: bool = True, ema_decay: Optional[float] = 0.9999, lr: float = 1e-5,
                  weight_decay: float = 1e-2, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  warmup_steps: int = 0, gradient_checkpointing: bool = False, seed: int = 0,
@@ -119,6 +120,7 @@ class DenoiserTraining(L.LightningModule):
 
             self.vae = WFVAE.from_pretrained(vae).requires_grad_(False).eval()
         self._text_encoder = None
+        self._ema_step = 0
         self.scheduler = training_scheduler()
         self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
         self.strict_loading = False  # checkpoints leave the VAE out
@@ -144,8 +146,12 @@ class DenoiserTraining(L.LightningModule):
         torch._foreach_lerp_(ema, model, 1.0 - float(self.hparams.ema_decay))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is not None and outputs is not None:
+        if self.ema is not None and self.trainer.global_step > self._ema_step:  # once per optimizer step
             self.update_ema()
+        self._ema_step = self.trainer.global_step
+
+    def on_train_start(self) -> None:
+        self._ema_step = self.trainer.global_step
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -176,8 +182,8 @@ class DenoiserTraining(L.LightningModule):
             if self._text_encoder is None:
                 from .text import TextEncoder
 
-                self._text_encoder = TextEncoder.from_pretrained(self.hparams.text_encoder,
-                                                                 self.hparams.max_text_length)
+                self._text_encoder = TextEncoder.from_pretrained(
+                    self.hparams.text_encoder, self.hparams.max_text_length, getattr(torch, self.hparams.text_dtype))
             self._text_encoder.to(self.device)
             embeds, mask = self._text_encoder.encode(list(batch.get("caption") or [""] * size))
             return embeds.float(), mask
