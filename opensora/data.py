@@ -211,7 +211,7 @@ class AnnotationDataset(Dataset):
         if self.mask_mix is None:
             return None
         frames, h, w = self.shapes[index]
-        g = torch.Generator().manual_seed(random.getrandbits(62)) if self.train else torch.Generator().manual_seed(index)
+        g = torch.Generator().manual_seed(random.getrandbits(62) if self.train else index)
         kind = sample_mask_type(self.image_mask_mix if frames == 1 else self.mask_mix, g)
         return pixel_mask(frame_mask(kind, frames, None, *self.clear_ratio, generator=g), h, w)
 

@@ -82,7 +82,8 @@ class AdaptiveGradClip(L.Callback):
         super().__init__()
         if not 0 <= beta < 1 or k <= 0 or warmup < 0:
             raise ValueError(f"need 0 <= beta < 1, k > 0, warmup >= 0; got {beta}, {k}, {warmup}")
-        self.beta, self.k, self.warmup, self.max_norm, self.per_rank, self.log = beta, k, warmup, max_norm, per_rank, log
+        self.beta, self.k, self.warmup, self.max_norm = beta, k, warmup, max_norm
+        self.per_rank, self.log = per_rank, log
         self.mean, self.var, self.count, self.skipped, self.clipped = 0.0, 0.0, 0, 0, 0
 
     @property

@@ -19,7 +19,8 @@ compressed mask: from ``batch["mask"]`` (B, 1, T, H, W) (1 = generate), the kept
 
 An EMA copy of the denoiser (``ema_decay``) is updated after every optimizer step, saved in checkpoints (restored
 on resume with the step and the optimizer), validated (``val/loss_ema``) and exported by :func:`export`.
-:func:`write_latent_cache` precomputes latents and caption features for small GPUs. Adaptive gradient clipping is the :class:`opensora.grad_clip.AdaptiveGradClip` callback; bf16 is the Trainer's
+:func:`write_latent_cache` precomputes latents and caption features for small GPUs. Adaptive gradient clipping
+is the :class:`opensora.grad_clip.AdaptiveGradClip` callback; bf16 is the Trainer's
 ``precision: bf16-mixed``. Captions are encoded here (``text_encoder``), not in the data loaders.
 """
 from __future__ import annotations
@@ -89,7 +90,8 @@ class DenoiserTraining(L.LightningModule):
 
     def __init__(self, pretrained: Optional[str] = None, model_config: Optional[Dict[str, Any]] = None,
                  inpaint: bool = False, vae: Optional[str] = None, text_encoder: Optional[str] = None,
-                 max_text_length: int = 512, text_dtype: str = "float32", objective: str = "v", snr_gamma: Optional[float] = 5.0,
+                 max_text_length: int = 512, text_dtype: str = "float32", objective: str = "v",
+                 snr_gamma: Optional[float] = 5.0,
                  stratified: bool = True, ema_decay: Optional[float] = 0.9999, lr: float = 1e-5,
                  weight_decay: float = 1e-2, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  warmup_steps: int = 0, gradient_checkpointing: bool = False, seed: int = 0,
@@ -283,7 +285,10 @@ def write_latent_cache(module: DenoiserTraining, loader: Iterable[Dict[str, Any]
     for batch in loader:
         if batch is None:
             continue
-        latents = batch["latents"].float() if "latents" in batch else module.encode_video(batch["video"].to(module.device))
+        if "latents" in batch:
+            latents = batch["latents"].float()
+        else:
+            latents = module.encode_video(batch["video"].to(module.device))
         text, mask = module.captions_of(batch, latents.shape[0])
         items = {"latents": latents, "text_embeds": text, "text_mask": mask}
         if isinstance(module.model, OpenSoraInpaint):

@@ -164,3 +164,14 @@ def test_latent_cache_round_trip(tmp_path):
     assert batch["latents"].shape[1] == 8 and batch["compressed_mask"].shape[1] == 4
     assert batch["masked_latents"].shape == batch["latents"].shape
     assert torch.isfinite(module.diffusion_loss(batch))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for flag in (False, True):
+        module = DenoiserTraining(model_config=CONFIG, gradient_checkpointing=flag, ema_decay=None).train()
+        assert module.model.gradient_checkpointing is flag
+        torch.manual_seed(0)
+        module.diffusion_loss(latent_batch()).backward()
+        grads.append(module.model.proj_out.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
