@@ -14,10 +14,16 @@ During the first ``warmup`` steps only the statistics are gathered (no clipping 
 Under DDP, the report compares each rank's local norm with the threshold: ranks with abnormal (non-finite or above
 the threshold) gradients contribute zero and the other ranks are rescaled by ``world / n_normal`` so that the
 all-reduced mean is the mean of the normal ranks (:func:`rank_scale`, an ``all_gather`` of the local norms that
-returns 1 / 0 in a single process). That needs the *local* gradients; Lightning's DDP averages gradients during
-``backward``, so with ``strategy: ddp`` the callback sees the averaged gradient (identical on every rank) and the
-per-rank rule degrades to the single-process rule on the global norm. Set ``per_rank: true`` only where gradients
-are still local at ``on_before_optimizer_step`` (e.g. a strategy that syncs in the optimizer step).
+returns 1 / 0 in a single process); the statistics then take the mean of the normal local norms (the same on
+every rank). That needs the *local* gradients, and DDP averages them during ``backward``. So ``per_rank: true``
+goes with :func:`local_gradients_hook`, a DDP communication hook that leaves the gradients local::
+
+    trainer:
+      strategy: {class_path: lightning.pytorch.strategies.DDPStrategy,
+                 init_args: {ddp_comm_hook: opensora.grad_clip.local_gradients_hook}}
+
+and the callback all-reduces (averages) the rescaled gradients itself. With the default DDP (or FSDP) the callback
+sees the averaged gradient, identical on every rank, and applies the single-process rule to it.
 """
 from __future__ import annotations
 
@@ -46,10 +52,38 @@ def scale_grads(parameters: Iterable[torch.nn.Parameter], factor: float) -> None
                 p.grad.mul_(factor)
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def local_gradients_hook(state, bucket) -> torch.futures.Future:
+    """DDP communication hook that does not communicate: gradients stay local for :class:`AdaptiveGradClip` with
+    ``per_rank`` (which averages them after its per-rank rule)."""
+    future = torch.futures.Future()
+    future.set_result(bucket.buffer())
+    return future
+
+
+def average_grads(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """All-reduce every gradient to its mean over the ranks (no-op in a single process)."""
+    if not _distributed():
+        return
+    world = torch.distributed.get_world_size()
+    for p in parameters:
+        if p.grad is not None:
+            torch.distributed.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
 def rank_scale(local_norm: torch.Tensor, threshold: float) -> float:
     """The report's DDP rule: this rank's gradient factor, 0 when its norm is abnormal (non-finite or above
     ``threshold``), else ``world / n_normal`` (all ranks abnormal: 0). Single process: 1 or 0."""
-    dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return _rank_rule(local_norm, threshold)[0]
+
+
+def _rank_rule(local_norm: torch.Tensor, threshold: float):
+    """(factor of this rank, mean of the normal ranks' norms or None)."""
+    dist = _distributed()
     norms = local_norm.detach().float().reshape(1)
     if dist:
         gathered = [torch.zeros_like(norms) for _ in range(torch.distributed.get_world_size())]
@@ -57,9 +91,9 @@ def rank_scale(local_norm: torch.Tensor, threshold: float) -> float:
         norms = torch.cat(gathered)
     normal = torch.isfinite(norms) & (norms <= threshold)
     me = torch.distributed.get_rank() if dist else 0
-    if not bool(normal[me]) or int(normal.sum()) == 0:
-        return 0.0
-    return len(norms) / int(normal.sum())
+    n_normal = int(normal.sum())
+    accepted = float(norms[normal].mean()) if n_normal else None
+    return (len(norms) / n_normal if bool(normal[me]) else 0.0), accepted
 
 
 class AdaptiveGradClip(L.Callback):
@@ -70,7 +104,8 @@ class AdaptiveGradClip(L.Callback):
         k: threshold in standard deviations (3 in the report).
         warmup: steps that only gather statistics.
         max_norm: an absolute ceiling also applied (None: none), e.g. during warm-up.
-        per_rank: apply :func:`rank_scale` to local gradients (see the module docstring).
+        per_rank: the DDP rule on local gradients, then their average (with :func:`local_gradients_hook`, see the
+            module docstring).
         log: log ``train/grad_norm``, ``train/grad_threshold`` and ``train/grad_skipped``.
 
     State (``mean``, ``var``, ``count``, ``skipped``, ``clipped``) is saved in checkpoints and restored on resume.
@@ -108,8 +143,16 @@ class AdaptiveGradClip(L.Callback):
         norm_t = grad_norm(params)
         norm, threshold = float(norm_t), self.threshold
         if self.per_rank:
-            factor = rank_scale(norm_t, threshold)
-        elif not math.isfinite(norm):
+            factor, accepted = _rank_rule(norm_t, threshold)
+            if accepted is None:
+                self.skipped += 1
+            else:
+                self.update(accepted)
+            if factor != 1.0:
+                scale_grads(params, factor)
+            average_grads(params)
+            return {"norm": norm, "threshold": threshold, "factor": factor}
+        if not math.isfinite(norm):
             factor = 0.0
         else:
             factor = min(1.0, threshold / max(norm, 1e-12))
