@@ -77,23 +77,29 @@ def average_grads(parameters: Iterable[torch.nn.Parameter]) -> None:
 
 def rank_scale(local_norm: torch.Tensor, threshold: float) -> float:
     """The report's DDP rule: this rank's gradient factor, 0 when its norm is abnormal (non-finite or above
-    ``threshold``), else ``world / n_normal`` (all ranks abnormal: 0). Single process: 1 or 0."""
+    ``threshold``), else ``world / n_normal``. When no rank is normal, the finite ranks are clipped to the threshold
+    (and rescaled by ``world / n_finite``) rather than skipped, so the statistics cannot stall; non-finite ranks are
+    always zeroed. Single process: 1, the clipping factor, or 0."""
     return _rank_rule(local_norm, threshold)[0]
 
 
 def _rank_rule(local_norm: torch.Tensor, threshold: float):
-    """(factor of this rank, mean of the normal ranks' norms or None)."""
+    """(factor of this rank, norm fed to the statistics or None when the step is skipped)."""
     dist = _distributed()
     norms = local_norm.detach().float().reshape(1)
     if dist:
         gathered = [torch.zeros_like(norms) for _ in range(torch.distributed.get_world_size())]
         torch.distributed.all_gather(gathered, norms)
         norms = torch.cat(gathered)
-    normal = torch.isfinite(norms) & (norms <= threshold)
     me = torch.distributed.get_rank() if dist else 0
-    n_normal = int(normal.sum())
-    accepted = float(norms[normal].mean()) if n_normal else None
-    return (len(norms) / n_normal if bool(normal[me]) else 0.0), accepted
+    finite = torch.isfinite(norms)
+    normal = finite & (norms <= threshold)
+    if bool(normal.any()):
+        return (len(norms) / int(normal.sum()) if bool(normal[me]) else 0.0), float(norms[normal].mean())
+    if bool(finite.any()):  # every finite rank is above the threshold: clip them all (never stall)
+        factor = len(norms) / int(finite.sum()) * threshold / float(norms[me]) if bool(finite[me]) else 0.0
+        return factor, threshold
+    return 0.0, None
 
 
 class AdaptiveGradClip(L.Callback):
