@@ -9,7 +9,8 @@ The clipping threshold follows the recent gradient norms instead of being a cons
     mu     <- beta * mu + (1 - beta) * min(g_t, threshold)
     sigma^2 <- beta * sigma^2 + (1 - beta) * (min(g_t, threshold) - mu_old)^2
 
-During the first ``warmup`` steps only the statistics are gathered (no clipping beyond ``max_norm``).
+During the first ``warmup`` steps (at least 2, so that sigma is defined) only the statistics are gathered (no
+clipping beyond ``max_norm``).
 
 Under DDP, the report compares each rank's local norm with the threshold: ranks with abnormal (non-finite or above
 the threshold) gradients contribute zero and the other ranks are rescaled by ``world / n_normal`` so that the
@@ -130,7 +131,7 @@ class AdaptiveGradClip(L.Callback):
     @property
     def threshold(self) -> float:
         """The current clipping threshold (``inf`` during warm-up unless ``max_norm``)."""
-        limit = math.inf if self.count < max(self.warmup, 1) else self.mean + self.k * math.sqrt(self.var)
+        limit = math.inf if self.count < max(self.warmup, 2) else self.mean + self.k * math.sqrt(self.var)
         return min(limit, self.max_norm) if self.max_norm is not None else limit
 
     def update(self, norm: float) -> None:
