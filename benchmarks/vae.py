@@ -11,17 +11,14 @@ and command line.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import resource
-import statistics
-import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from common import fast_math, header, measure, run_in_subprocess  # noqa: E402
 
 GPU_CASES = [  # (op, shape, dtype, latent_chunk)
     ("encode", "33x256x256", "bfloat16", None), ("decode", "33x256x256", "bfloat16", None),
@@ -57,10 +54,7 @@ def run_case(spec: dict) -> dict:
 
     device = torch.device(spec["device"])
     dtype = getattr(torch, spec["dtype"])
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    fast_math(device)
     torch.manual_seed(0)
     vae = WFVAE(_config(spec["model"])).eval().to(device, dtype)
     t, h, w = (int(v) for v in spec["shape"].split("x"))
@@ -71,29 +65,7 @@ def run_case(spec: dict) -> dict:
     else:
         x = torch.randn(1, vae.config.latent_dim, 1 + (t - 1) // f, h // 8, w // 8, device=device, dtype=dtype)
         fn = lambda: vae.decode(x, latent_chunk=spec["chunk"])  # noqa: E731
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        base_cuda = torch.cuda.memory_allocated()
-    times = []
-    with torch.no_grad():
-        for i in range(spec["warmup"] + spec["repeats"]):
-            sync()
-            start = time.perf_counter()
-            fn()
-            sync()
-            if i >= spec["warmup"]:
-                times.append(time.perf_counter() - start)
-    if device.type == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base_cuda) / 1024 ** 3
-    else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024 / 1024 ** 3
-    return {"median_s": statistics.median(times), "peak_gib": peak}
+    return measure(fn, device, spec["warmup"], spec["repeats"])
 
 
 def main() -> None:
@@ -120,23 +92,16 @@ def main() -> None:
         shapes = args.shapes or ["9x64x64"]
         cases = [(op, s, d, None if c == "none" else int(c))
                  for s in shapes for d in args.dtypes for c in args.chunks for op in args.ops]
-    name = torch.cuda.get_device_name(0) if device == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
-    print(f"# WF-VAE benchmark, model {args.model}, batch 1, random weights")
-    print(f"device: {name}; torch {torch.__version__}; date {datetime.datetime.now().isoformat(timespec='seconds')}")
-    print(f"command: python {' '.join(sys.argv)}")
-    print(f"median of {args.repeats} after {args.warmup} warm-up runs\n")
+    header(f"WF-VAE benchmark, model {args.model}, batch 1, random weights", device, args.warmup, args.repeats)
     print("| op | shape (TxHxW) | dtype | latent chunk | median s | peak GiB | published H100 |")
     print("|---|---|---|---|---|---|---|")
     for op, shape, dtype, chunk in cases:
         spec = dict(op=op, shape=shape, dtype=dtype, chunk=chunk, device=device, model=args.model,
                     warmup=args.warmup, repeats=args.repeats)
-        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--case", json.dumps(spec)],
-                             capture_output=True, text=True)
-        if out.returncode != 0:
-            msg = (out.stderr.strip().splitlines() or ["failed"])[-1]
-            print(f"| {op} | {shape} | {dtype} | {chunk or '-'} | error: {msg} | | |")
+        res = run_in_subprocess(__file__, spec)
+        if "error" in res:
+            print(f"| {op} | {shape} | {dtype} | {chunk or '-'} | error: {res['error']} | | |")
             continue
-        res = json.loads(out.stdout.strip().splitlines()[-1])
         ref = PUBLISHED_H100.get((op, shape, dtype), "") if args.model == "l16" else ""
         print(f"| {op} | {shape} | {dtype} | {chunk or '-'} | {res['median_s']:.3f} | {res['peak_gib']:.2f} | {ref} |",
               flush=True)

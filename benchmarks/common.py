@@ -1,0 +1,80 @@
+"""Shared benchmark plumbing: one fresh process per case, timing, peak memory, the report header.
+
+A case is a JSON dict; the script re-runs itself with ``--case JSON`` and prints one JSON result line, so every
+case starts with clean peak-memory counters.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+
+def measure(fn: Callable[[], object], device, warmup: int, repeats: int, grad: bool = False) -> dict:
+    """Median seconds of ``fn`` over ``repeats`` runs after ``warmup``, and its peak memory in GiB.
+
+    CUDA: allocator peak above what was allocated before; CPU: growth of the process's peak RSS.
+    """
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated()
+    times = []
+    with torch.set_grad_enabled(grad):
+        for i in range(warmup + repeats):
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated() - base_cuda) / 1024 ** 3
+    else:
+        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base_rss) * 1024 / 1024 ** 3
+    return {"median_s": statistics.median(times), "peak_gib": peak}
+
+
+def fast_math(device) -> None:
+    """TF32 and cuDNN autotuning on CUDA (what the published numbers used as "fp32")."""
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def header(title: str, device: str, warmup: int, repeats: int) -> None:
+    import torch
+
+    if device == "cuda":
+        name = torch.cuda.get_device_name(0)
+    else:
+        name = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+    print(f"# {title}")
+    print(f"device: {name}; torch {torch.__version__}; date {datetime.datetime.now().isoformat(timespec='seconds')}")
+    print(f"command: python {' '.join(sys.argv)}")
+    print(f"median of {repeats} after {warmup} warm-up runs\n")
+
+
+def run_in_subprocess(script: str, spec: dict) -> dict:
+    """Run ``script --case JSON`` and return its result dict, or ``{"error": last stderr line}``."""
+    out = subprocess.run([sys.executable, os.path.abspath(script), "--case", json.dumps(spec)],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
