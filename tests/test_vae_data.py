@@ -94,6 +94,9 @@ def test_collate_and_sampler():
     for batches in (epoch0, epoch1):
         assert sorted(i for b in batches for i in b) == list(range(5))
         assert all(len({kinds[i] for i in b}) == 1 for b in batches)
+    again = KindBatchSampler(kinds, batch_size=2, shuffle=True, seed=3)
+    again.sampler.set_epoch(1)  # what Lightning calls on a resume into epoch 1
+    assert list(again) == epoch1
     shards = [list(KindBatchSampler(kinds, 1, seed=3, num_replicas=2, rank=r)) for r in range(2)]
     assert len(shards[0]) == len(shards[1]) == 3
 

@@ -12,6 +12,11 @@ Any config value can be overridden on the command line, e.g.::
 
 The resolved config is written to the run's log folder (``config.yaml``, overwritten on resume). Configs are
 parsed with OmegaConf, so ``${...}`` interpolations work in the YAML files.
+
+Resuming (``--ckpt_path``) restores the step, both optimisers, the EMA copy, the discriminator and the loop state.
+Note that Lightning's CLI then also takes the MODEL's init arguments from the checkpoint's hyper-parameters,
+so ``--model.*`` overrides given together with ``--ckpt_path`` are ignored (trainer and data overrides apply).
+To change model settings, start a new run with ``--model.init_from CKPT`` instead (weights only).
 """
 import os
 import sys

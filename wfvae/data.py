@@ -217,7 +217,8 @@ class KindBatchSampler(Sampler[List[int]]):
     """Batches of dataset indices that never mix images with videos, sharded over ``num_replicas`` ranks.
 
     Each ``__iter__`` is one epoch: with ``shuffle``, indices are permuted with a seed derived from ``seed`` and the
-    epoch number, batched per kind, and the batches shuffled. Every rank gets the same number of batches.
+    epoch number (counted here, or set by Lightning through :meth:`set_epoch`), batched per kind, and the batches
+    shuffled. Every rank gets the same number of batches.
     """
 
     def __init__(self, kinds: Sequence[str], batch_size: int, shuffle: bool = True, drop_last: bool = False,
@@ -242,6 +243,15 @@ class KindBatchSampler(Sampler[List[int]]):
             batches += batches[: per_rank * self.num_replicas - len(batches)]
         return batches[self.rank: per_rank * self.num_replicas: self.num_replicas]
 
+    def set_epoch(self, epoch: int) -> None:
+        """Lightning calls this before each epoch (also after a resume), through :attr:`sampler`."""
+        self.epoch = epoch
+
+    @property
+    def sampler(self) -> "_EpochHook":
+        """Lightning looks for ``set_epoch`` on ``batch_sampler.sampler``; this forwards it here."""
+        return _EpochHook(self)
+
     def __iter__(self) -> Iterator[List[int]]:
         batches = self._batches(self.epoch)
         self.epoch += 1
@@ -249,6 +259,14 @@ class KindBatchSampler(Sampler[List[int]]):
 
     def __len__(self) -> int:
         return len(self._batches(0))
+
+
+class _EpochHook:
+    def __init__(self, owner: KindBatchSampler):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
 
 
 # ------------------------------------------------------------------------------------------------ data module

@@ -139,7 +139,7 @@ class WFVAETraining(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.perceptual_loss.to(self.device)
-        if self.global_rank == 0 and self.global_step == 0:
+        if self.global_rank == 0:
             name = getattr(self.perceptual_loss, "name", type(self.perceptual_loss).__name__)
             self.print(f"WF-VAE training: perceptual loss = {name} (weight {self.hparams.perceptual_weight}), "
                        f"GAN from step {self.hparams.disc_start}, EMA decay {self.hparams.ema_decay}")
@@ -246,9 +246,12 @@ def load_vae_weights(path: str, config: Optional[WFVAEConfig] = None, prefer_ema
     """A :class:`WFVAE` from a Lightning checkpoint of this module (its stored config unless ``config`` is given;
     EMA weights preferred) or from anything ``WFVAE.from_pretrained`` reads (with ``config``)."""
     if path.endswith(".ckpt") and os.path.isfile(path):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        state = _lightning_vae_state(ckpt, prefer_ema)
-        if state is not None:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # not loadable as plain tensors: let from_pretrained explain
+            ckpt = {}
+        state = _lightning_vae_state(ckpt, prefer_ema) if isinstance(ckpt, dict) else None
+        if state is not None and (config is not None or "vae" in ckpt.get("hyper_parameters", {})):
             if config is None:
                 config = WFVAEConfig.from_dict(ckpt["hyper_parameters"]["vae"])
             model = WFVAE(config)
