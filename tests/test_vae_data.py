@@ -110,3 +110,14 @@ def test_validation_split_is_deterministic(media):
     dm.setup("fit")
     train, val = set(dm.train_set.files), set(dm.val_set.files)
     assert not train & val and len(train | val) == 5
+
+
+def test_loader_shards_over_ranks(media):
+    class FakeTrainer:
+        world_size, global_rank = 2, 1
+
+    dm = VideoDataModule(data=[str(media)], num_frames=5, resolution=16, num_workers=0, samples_per_epoch=20)
+    dm.setup("fit")
+    assert len(dm.train_dataloader()) == 20
+    dm.trainer = FakeTrainer()
+    assert len(dm.train_dataloader()) == 10  # rank 1 of 2 gets half of the batches

@@ -319,7 +319,7 @@ class VideoDataModule(L.LightningDataModule):
                                         False, vres, vres, train=False) if val else None
 
     def _rank(self) -> Tuple[int, int]:
-        trainer = self._trainer if hasattr(self, "_trainer") else None
+        trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _loader(self, dataset: VideoClipDataset, batch_size: int, shuffle: bool) -> DataLoader:

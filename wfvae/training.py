@@ -107,7 +107,8 @@ class WFVAETraining(L.LightningModule):
         return self.ema.module if self.ema is not None else self.vae
 
     def lr_factor(self, step: int) -> float:
-        """Multiplier of the base learning rates at ``step`` (warm-up, then constant or cosine)."""
+        """Multiplier of the base learning rates at ``step``: linear warm-up, then constant or cosine (the cosine
+        needs ``trainer.max_steps``; without it the rate stays constant after the warm-up)."""
         hp = self.hparams
         if hp.warmup_steps > 0 and step < hp.warmup_steps:
             return (step + 1) / hp.warmup_steps
