@@ -26,7 +26,7 @@ def test_reconstruct_keeps_frames_size_fps(tmp_path, capsys, frames, size):
     out = str(tmp_path / "rec.mp4")
     code, stdout, _ = _run(["reconstruct", CLIP, out, "--model", MODEL, "--frames", str(frames), "--size", size,
                             "--start", "3", "--latent-chunk", "1", "--quiet"], capsys)
-    assert code == 0 and "PSNR" in stdout
+    assert code == 0 and "PSNR" in stdout and "SSIM" in stdout
     r = VideoReader(out)
     assert (r.num_frames, r.size, r.fps) == (frames, tuple(int(v) for v in size.split("x")), 25.0)
 

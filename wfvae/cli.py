@@ -20,6 +20,8 @@ from typing import Iterator, Optional
 
 import torch
 
+from .metrics import SSIM_WINDOW, frame_ssim
+
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "models" / "wfvae-tiny"
 LATENTS_FORMAT = "wfvae-latents-v1"
 
@@ -136,8 +138,10 @@ def _check_output(path: str, suffixes) -> None:
     if not path.lower().endswith(suffixes):
         raise UsageError(f"output {path} must end with {' or '.join(suffixes)}")
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise UsageError(f"output folder does not exist: {folder}")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create output folder {folder}: {exc.strerror}") from None
 
 
 def _open_reader(args):
@@ -192,6 +196,7 @@ class _Trim:
     def __init__(self, num_frames, height, width):
         self.left, self.h, self.w = num_frames, height, width
         self.sse, self.count, self.pending = 0.0, 0, []
+        self.ssim_sum, self.ssim_frames = 0.0, 0
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
         frames = frames[0, :, : self.left, : self.h, : self.w].float().clamp(-1, 1).cpu()
@@ -205,7 +210,13 @@ class _Trim:
         diff = (ref[:, :n].float() - output) / 2  # [-1, 1] -> [0, 1] scale
         self.sse += float(diff.pow(2).sum())
         self.count += diff.numel()
+        if min(self.h, self.w) >= SSIM_WINDOW:
+            self.ssim_sum += float(frame_ssim(ref[None, :, :n], output[None], quantize=False).sum())
+            self.ssim_frames += n
         self.pending = [ref[:, n:]]
+
+    def ssim(self) -> str:
+        return f"{self.ssim_sum / self.ssim_frames:.4f}" if self.ssim_frames else "n/a (frames under 11 px)"
 
     def psnr(self) -> float:
         mse = self.sse / max(self.count, 1)
@@ -255,7 +266,7 @@ def cmd_reconstruct(args) -> None:
                 trim.compare(frames)
                 writer.write(frames)
                 bar.update(frames.shape[1])
-    print(f"{args.output}: {reader.num_frames} frames {h}x{w} @ {reader.fps:g} fps, PSNR {trim.psnr():.2f} dB")
+    print(f"{args.output}: {reader.num_frames} frames {h}x{w} @ {reader.fps:g} fps, PSNR {trim.psnr():.2f} dB, SSIM {trim.ssim()}")
 
 
 def cmd_encode(args) -> None:
