@@ -3,7 +3,6 @@ into the data module."""
 import importlib.util
 import json
 import os
-import shutil
 
 import pytest
 import torch
@@ -15,13 +14,6 @@ from wfvae.video_io import VideoWriter
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CLIP = os.path.join(ROOT, "assets", "bigbuckbunny.mp4")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def load_tool():

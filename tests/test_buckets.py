@@ -12,13 +12,6 @@ ROOT = os.path.join(os.path.dirname(__file__), "..")
 TINY_DATA = os.path.join(ROOT, "configs", "opensora", "tiny_data.json")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 SIZES = [(270, 480), (480, 270), (720, 1280), (1080, 1920), (64, 64), (16, 200), (2000, 500), (352, 640), (33, 47)]
 

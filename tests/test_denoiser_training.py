@@ -19,13 +19,6 @@ CONFIG = dict(num_attention_heads=2, attention_head_dim=12, cross_attention_dim=
               num_layers=2, caption_channels=8, sparse1d=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def latent_batch(b=2, seed=0):
     g = torch.Generator().manual_seed(seed)

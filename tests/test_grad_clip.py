@@ -9,13 +9,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from opensora.grad_clip import AdaptiveGradClip, grad_norm, rank_scale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def set_grad(param, value):
     param.grad = torch.full_like(param, value)
