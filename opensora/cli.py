@@ -12,8 +12,10 @@ Image conditions (``--image``, ``--video``, ``--mask-type``, ``--cond-frames``, 
 :mod:`opensora.condition_pipeline`.
 
 ``--model`` is the denoiser folder (config.json + weights), or a folder with ``transformer/``, ``vae/`` and
-``text_encoder/`` subfolders, which then also supplies ``--vae`` and ``--text-encoder``. Without ``--model`` the
-shipped model under assets/models/ is used when there is one.
+``text_encoder/`` subfolders (or a ``model_index.json`` saying where those parts are), which then also supplies
+``--vae`` and ``--text-encoder``. Without ``--model`` the shipped model (assets/models/opensora-t2v) is used.
+Sampling flags left out take the model's ``model_index.json`` defaults (the sizes and steps it was trained for),
+else the release's (93 frames at 352x640, 100 EulerAncestral steps, CFG 7.5).
 
 ``--output`` is a file (.mp4/.mkv/.mov, or .png/.jpg for 1 frame; several prompts or samples get ``-NNN``/``-sK``
 suffixes) or a folder (one ``NNN-prompt-words[-sK].mp4`` per prompt and sample; .png for 1 frame).
@@ -49,13 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("prompts")
     g.add_argument("--prompt", action="append", default=[], help="a prompt (repeat for several)")
     g.add_argument("--prompt-file", default=None, help="text file with one prompt per line (blank lines skipped)")
-    g.add_argument("--negative-prompt", default=sched.NEGATIVE_PROMPT,
+    g.add_argument("--negative-prompt", default=None,
                    help="what to guide away from (default: the release's negative prompt; '' for none)")
-    g.add_argument("--raw-prompt", action="store_true", help="do not wrap prompts in the release's quality template")
+    g.add_argument("--raw-prompt", action="store_true", default=None,
+                   help="do not wrap prompts in the release's quality template")
     g.add_argument("--refine-prompt", default=None, metavar="MODEL_DIR",
                    help="rewrite every prompt first with this local causal LM (the release's caption refiner)")
     g.add_argument("--refine-max-new-tokens", type=int, default=512, help="refiner output length limit")
-    g.add_argument("--max-length", type=int, default=512, help="text tokens per prompt (release: 512)")
+    g.add_argument("--max-length", type=int, default=None, help="text tokens per prompt (release: 512)")
 
     g = p.add_argument_group("models")
     g.add_argument("--model", default=None, help=f"denoiser folder (default: {SHIPPED_MODEL} if present)")
@@ -63,13 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--text-encoder", default=None, help="text encoder folder (default: MODEL/text_encoder)")
 
     g = p.add_argument_group("sampling")
-    g.add_argument("--frames", type=int, default=sched.DEFAULT_NUM_FRAMES, help="4n + 1 frames (1 = an image)")
-    g.add_argument("--height", type=int, default=sched.DEFAULT_HEIGHT)
-    g.add_argument("--width", type=int, default=sched.DEFAULT_WIDTH)
-    g.add_argument("--steps", type=int, default=sched.DEFAULT_STEPS)
-    g.add_argument("--guidance", type=float, default=sched.DEFAULT_GUIDANCE, help="CFG scale (<= 1: off)")
+    g.add_argument("--frames", type=int, default=None,
+                   help=f"4n + 1 frames (1 = an image; release: {sched.DEFAULT_NUM_FRAMES})")
+    g.add_argument("--height", type=int, default=None, help=f"release: {sched.DEFAULT_HEIGHT}")
+    g.add_argument("--width", type=int, default=None, help=f"release: {sched.DEFAULT_WIDTH}")
+    g.add_argument("--steps", type=int, default=None, help=f"release: {sched.DEFAULT_STEPS}")
+    g.add_argument("--guidance", type=float, default=None,
+                   help=f"CFG scale (<= 1: off; release: {sched.DEFAULT_GUIDANCE})")
     g.add_argument("--guidance-rescale", type=float, default=0.0, help="0..1 (release: 0)")
-    g.add_argument("--scheduler", choices=list(sched.SCHEDULERS), default=sched.DEFAULT_SCHEDULER)
+    g.add_argument("--scheduler", choices=list(sched.SCHEDULERS), default=None,
+                   help=f"release: {sched.DEFAULT_SCHEDULER}")
     g.add_argument("--seed", type=int, default=sched.DEFAULT_SEED, help="prompt i uses seed + i")
     g.add_argument("--num-samples", type=int, default=1, help="videos per prompt")
 
@@ -162,23 +168,60 @@ def _folder(path: str, what: str, flag: str) -> str:
     return path
 
 
+RELEASE_DEFAULTS = {"num_frames": sched.DEFAULT_NUM_FRAMES, "height": sched.DEFAULT_HEIGHT,
+                    "width": sched.DEFAULT_WIDTH, "steps": sched.DEFAULT_STEPS, "guidance": sched.DEFAULT_GUIDANCE,
+                    "fps": None, "max_length": 512, "negative_prompt": sched.NEGATIVE_PROMPT, "raw_prompt": False,
+                    "scheduler": sched.DEFAULT_SCHEDULER}
+_ARG_NAMES = {"num_frames": "frames"}
+
+
+def _model_folder(args) -> Optional[str]:
+    if args.model is not None:
+        return args.model
+    return str(SHIPPED_MODEL) if SHIPPED_MODEL.is_dir() else None
+
+
+def apply_defaults(args, use_model: bool = True) -> None:
+    """Fill every sampling flag left unset: from the model's ``model_index.json`` ``sampling`` entry
+    (:mod:`opensora.model_index`), else the release's defaults."""
+    from .model_index import sampling_defaults
+
+    model = _model_folder(args) if use_model else None
+    defaults = dict(RELEASE_DEFAULTS)
+    if model is not None and os.path.isdir(model):
+        try:
+            defaults.update(sampling_defaults(model))
+        except ValueError as exc:
+            raise UsageError(_first_line(exc)) from None
+    for key, value in defaults.items():
+        name = _ARG_NAMES.get(key, key)
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+
+
 def resolve_model_paths(args) -> Tuple[str, str, str]:
-    """(denoiser, VAE, text encoder) folders from the flags, a pipeline-layout ``--model`` or the shipped model."""
-    model = args.model
+    """(denoiser, VAE, text encoder) folders from the flags, a pipeline-layout ``--model`` (subfolders or a
+    ``model_index.json``, see :mod:`opensora.model_index`) or the shipped model."""
+    from .model_index import part_folder, read_index
+
+    model = _model_folder(args)
     if model is None:
-        if not SHIPPED_MODEL.is_dir():
-            raise UsageError(f"--model is required (no shipped model at {SHIPPED_MODEL})")
-        model = str(SHIPPED_MODEL)
+        raise UsageError(f"--model is required (no shipped model at {SHIPPED_MODEL})")
     _folder(model, "model", "--model")
-    parts = {name: os.path.join(model, name) for name in ("transformer", "vae", "text_encoder")}
-    transformer = parts["transformer"] if os.path.isdir(parts["transformer"]) else model
-    vae = args.vae or (parts["vae"] if os.path.isdir(parts["vae"]) else None)
-    text = args.text_encoder or (parts["text_encoder"] if os.path.isdir(parts["text_encoder"]) else None)
+    try:
+        index = read_index(model)
+        parts = {name: part_folder(model, name, index) for name in ("transformer", "vae", "text_encoder")}
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(_first_line(exc)) from None
+    transformer = parts["transformer"] or model
+    vae = args.vae or parts["vae"]
+    text = args.text_encoder or parts["text_encoder"]
     if vae is None:
         raise UsageError(f"--vae is required ({model} has no vae/ folder)")
     if text is None:
         raise UsageError(f"--text-encoder is required ({model} has no text_encoder/ folder)")
-    return transformer, _folder(vae, "VAE", "--vae"), _folder(text, "text encoder", "--text-encoder")
+    return (_folder(transformer, "model", "--model"), _folder(vae, "VAE", "--vae"),
+            _folder(text, "text encoder", "--text-encoder"))
 
 
 def _read_vae_config(path: str):
@@ -374,6 +417,7 @@ def cmd_sample(args) -> None:
     from .pipeline import OpenSoraPipeline
     from .text import TextEncoder
 
+    apply_defaults(args)
     _check_numbers(args)
     prompts = read_prompts(args)
     transformer_dir, vae_dir, text_dir = resolve_model_paths(args)
@@ -436,6 +480,7 @@ def cmd_decode(args) -> None:
 
     if args.prompt or args.prompt_file:
         raise UsageError("--from-latents decodes saved latents: do not pass --prompt or --prompt-file")
+    apply_defaults(args, use_model=False)
     _check_numbers(args)
     latents, meta = load_latents(args.from_latents)
     try:

@@ -96,6 +96,37 @@ class OpenSoraPipeline:
         self.scheduler = scheduler
         self.patch_size, self.patch_size_t = patch, patch_t
         self._offload_device: Optional[torch.device] = None
+        self.defaults: dict = {}  # sampling defaults of the model folder (from_pretrained)
+
+    @classmethod
+    def from_pretrained(cls, folder: str, device: Union[str, torch.device] = "cpu",
+                        dtype: Optional[torch.dtype] = None, max_length: Optional[int] = None,
+                        scheduler: Optional[str] = None) -> "OpenSoraPipeline":
+        """A pipeline from a model folder in the pipeline layout (``transformer/``, ``vae/``, ``text_encoder/``, or
+        a ``model_index.json`` saying where they are: :mod:`opensora.model_index`). The index's ``sampling``
+        defaults are kept in :attr:`defaults` (keyword names of :meth:`__call__` where they match)."""
+        from wfvae import WFVAE
+
+        from .model_index import part_folder, read_index, sampling_defaults
+        from .models import load_denoiser
+        from .schedulers import DEFAULT_SCHEDULER, make_scheduler
+        from .text import TextEncoder
+
+        index = read_index(folder)
+        parts = {name: part_folder(folder, name, index) for name in ("transformer", "vae", "text_encoder")}
+        missing = [name for name in ("vae", "text_encoder") if parts[name] is None]
+        if missing:
+            raise FileNotFoundError(f"{folder} has no {' or '.join(missing)} (subfolder or model_index.json entry)")
+        sampling = sampling_defaults(folder, index)
+        text = TextEncoder.from_pretrained(parts["text_encoder"], max_length=max_length or sampling.get(
+            "max_length", 512), dtype=dtype, device=device)
+        pipe = cls(load_denoiser(parts["transformer"] or folder, dtype=dtype, device=device),
+                   WFVAE.from_pretrained(parts["vae"], dtype=dtype, device=device), text,
+                   make_scheduler(scheduler or sampling.get("scheduler", DEFAULT_SCHEDULER)))
+        names = {"steps": "num_inference_steps", "guidance": "guidance_scale"}
+        pipe.defaults = {names.get(k, k): v for k, v in sampling.items()
+                         if k in ("num_frames", "height", "width", "steps", "guidance", "negative_prompt")}
+        return pipe
 
     # ------------------------------------------------------------------ placement
     @property

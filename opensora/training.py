@@ -3,6 +3,7 @@
     python tools/train.py fit --config configs/opensora/tiny.yaml
     python tools/train.py fit --config configs/opensora/t2v_v1_3.yaml --ckpt_path runs/t2v/checkpoints/last.ckpt
     python -m opensora.training export runs/t2v/checkpoints/last.ckpt out/OpenSoraT2V [--no-ema]
+    python -m opensora.training cache --config configs/opensora/t2v_synthetic.yaml cache_dir   # latents + text
 
 One step, for latents x0 (B, C, t, h, w) (VAE-encoded ``video`` or cached ``latents``) and caption features::
 
@@ -37,6 +38,7 @@ import torch
 from .controller_training import training_scheduler
 from .masks import compress_mask, condition_noise
 from .models import OpenSoraInpaint, OpenSoraInpaintConfig, OpenSoraT2V, OpenSoraT2VConfig
+from .model_index import resolve_location
 from .models.inpaint import load_denoiser, read_denoiser_config
 
 FROZEN_PREFIXES = ("vae.",)
@@ -86,6 +88,11 @@ class DenoiserTraining(L.LightningModule):
         lr, weight_decay, betas, eps, warmup_steps: AdamW with linear warm-up.
         gradient_checkpointing: recompute the blocks in backward.
         export_dir: ``save_pretrained`` of the EMA (else the model) at the end of ``fit``.
+        cached_caption_dropout: for batches with cached ``text_embeds`` (a latent cache), the probability of
+            replacing a sample's caption by the empty caption (classifier-free guidance; needs ``text_encoder``).
+
+    ``vae`` and ``text_encoder`` may be ``package:NAME/SUBFOLDER`` (a folder inside an installed Python package,
+    :func:`opensora.model_index.resolve_location`).
     """
 
     def __init__(self, pretrained: Optional[str] = None, model_config: Optional[Dict[str, Any]] = None,
@@ -95,7 +102,7 @@ class DenoiserTraining(L.LightningModule):
                  stratified: bool = True, ema_decay: Optional[float] = 0.9999, lr: float = 1e-5,
                  weight_decay: float = 1e-2, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  warmup_steps: int = 0, gradient_checkpointing: bool = False, seed: int = 0,
-                 export_dir: Optional[str] = None):
+                 export_dir: Optional[str] = None, cached_caption_dropout: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         if objective not in ("v", "flow"):
@@ -120,8 +127,13 @@ class DenoiserTraining(L.LightningModule):
         if vae is not None:
             from wfvae import WFVAE
 
-            self.vae = WFVAE.from_pretrained(vae).requires_grad_(False).eval()
+            self.vae = WFVAE.from_pretrained(resolve_location(vae)).requires_grad_(False).eval()
+        if not 0.0 <= cached_caption_dropout < 1.0:
+            raise ValueError(f"cached_caption_dropout must be in [0, 1), got {cached_caption_dropout}")
+        if cached_caption_dropout > 0 and text_encoder is None:
+            raise ValueError("cached_caption_dropout needs a text_encoder (to encode the empty caption)")
         self._text_encoder = None
+        self._null_caption = None
         self._ema_step = 0
         self.scheduler = training_scheduler()
         self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
@@ -179,18 +191,45 @@ class DenoiserTraining(L.LightningModule):
     def captions_of(self, batch: Dict[str, Any], size: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """(B, L, D) caption features and (B, L) mask: cached, encoded, or one zero token without an encoder."""
         if "text_embeds" in batch:
-            return batch["text_embeds"], batch["text_mask"]
+            embeds, mask = batch["text_embeds"], batch["text_mask"]
+            p = self.hparams.cached_caption_dropout
+            if p > 0 and self.training:
+                drop = torch.rand(embeds.shape[0], device=embeds.device) < p
+                if drop.any():
+                    null, null_mask = self.null_caption(embeds.shape[1])
+                    embeds = torch.where(drop[:, None, None], null.to(embeds.dtype), embeds)
+                    mask = torch.where(drop[:, None], null_mask.to(mask.dtype), mask)
+            return embeds, mask
         if self.hparams.text_encoder is not None:
-            if self._text_encoder is None:
-                from .text import TextEncoder
-
-                self._text_encoder = TextEncoder.from_pretrained(
-                    self.hparams.text_encoder, self.hparams.max_text_length, getattr(torch, self.hparams.text_dtype))
-            self._text_encoder.to(self.device)
-            embeds, mask = self._text_encoder.encode(list(batch.get("caption") or [""] * size))
+            embeds, mask = self.text_encoder.encode(list(batch.get("caption") or [""] * size))
             return embeds.float(), mask
         width = self.model.config.caption_channels
         return torch.zeros(size, 1, width, device=self.device), torch.ones(size, 1, device=self.device)
+
+    @property
+    def text_encoder(self):
+        """The caption encoder (loaded on first use, kept out of checkpoints)."""
+        if self._text_encoder is None:
+            from .text import TextEncoder
+
+            self._text_encoder = TextEncoder.from_pretrained(
+                resolve_location(self.hparams.text_encoder), self.hparams.max_text_length,
+                getattr(torch, self.hparams.text_dtype))
+        self._text_encoder.to(self.device)
+        return self._text_encoder
+
+    @torch.no_grad()
+    def null_caption(self, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(1, length, D) features and (1, length) mask of the empty caption, padded like the cached ones."""
+        if self._null_caption is None:
+            embeds, mask = self.text_encoder.encode([""])
+            self._null_caption = (embeds.float(), mask)
+        embeds, mask = (t.to(self.device) for t in self._null_caption)
+        if embeds.shape[1] < length:
+            pad = length - embeds.shape[1]
+            embeds = torch.cat([embeds, embeds.new_zeros(1, pad, embeds.shape[2])], dim=1)
+            mask = torch.cat([mask, mask.new_zeros(1, pad)], dim=1)
+        return embeds[:, :length], mask[:, :length]
 
     @torch.no_grad()
     def conditions_of(self, batch: Dict[str, Any], latents: torch.Tensor) -> torch.Tensor:
@@ -317,10 +356,39 @@ def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str =
     return model
 
 
+def cache_from_config(config: str, folder: str, batch_size: Optional[int] = None) -> int:
+    """Write the latent cache of a training config's ``data`` (no caption dropout, every sample once) with its
+    ``model``'s VAE and text encoder into ``folder``; train on it with ``data.init_args.cache: folder``."""
+    from omegaconf import OmegaConf
+    from tqdm import tqdm
+
+    from .data import OpenSoraDataModule
+
+    cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
+    model_args = dict(cfg["model"].get("init_args", {}))
+    data_args = dict(cfg["data"].get("init_args", {}))
+    model_args.update(ema_decay=None, export_dir=None, cached_caption_dropout=0.0)
+    data_args.update(cache=None, caption_dropout=0.0, num_workers=0, val_data=None, drop_last=False)
+    if batch_size is not None:
+        data_args["batch_size"] = batch_size
+    if data_args.get("data") is None:
+        raise ValueError(f"{config}: data.init_args.data (the annotation data) is needed to build a cache")
+    module = DenoiserTraining(**model_args).eval()
+    data = OpenSoraDataModule(**data_args)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    return write_latent_cache(module, tqdm(loader, desc="caching", unit="batch"), folder)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m opensora.training",
-                                     description="Export a denoiser training checkpoint to the release layout.")
+                                     description="Export a denoiser training checkpoint to the release layout, or "
+                                                 "precompute the latent cache of a training config.")
     sub = parser.add_subparsers(dest="command", required=True)
+    ca = sub.add_parser("cache", help="training config -> folder of cached latents and caption features")
+    ca.add_argument("--config", required=True, help="the training YAML (its model.init_args and data.init_args)")
+    ca.add_argument("folder")
+    ca.add_argument("--batch-size", type=int, default=None)
     ex = sub.add_parser("export", help="checkpoint -> model folder (EMA weights unless --no-ema)")
     ex.add_argument("checkpoint")
     ex.add_argument("folder")
@@ -328,6 +396,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ex.add_argument("--max-shard-size", default="10GB")
     args = parser.parse_args(argv)
     try:
+        if args.command == "cache":
+            count = cache_from_config(args.config, args.folder, args.batch_size)
+            print(f"{args.folder}: {count} cached samples")
+            return 0
         export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
