@@ -85,3 +85,41 @@ def test_eval_cli(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:"), err
+
+
+class _TinyI3D(torch.nn.Module):
+    """Stands in for the TorchScript I3D (same call signature); RANDOM weights, so the FVD value means nothing."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = torch.nn.Linear(6, 8)
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = True,
+                return_features: bool = True) -> torch.Tensor:
+        stats = torch.cat([x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4))], dim=1)  # (N, 6)
+        return self.proj(stats)
+
+
+def test_eval_cli_fvd_end_to_end_through_a_torchscript_extractor(tmp_path, capsys):
+    from tools.eval_vae import main
+    from wfvae.evaluation import frechet_distance, load_i3d
+
+    i3d_path = str(tmp_path / "i3d.pt")
+    torch.jit.save(torch.jit.script(_TinyI3D()), i3d_path)
+    videos = []
+    for k in range(3):
+        path = str(tmp_path / f"v{k}.mp4")
+        torch.manual_seed(k)
+        with VideoWriter(path, fps=8, lossless=True) as writer:
+            writer.write(torch.rand(3, 5, 32, 32) * 2 - 1)
+        videos.append(path)
+    out = str(tmp_path / "r.json")
+    model = os.path.join(DATA, "wfvae_tiny")
+    assert main([model, *videos, "--frames", "5", "--size", "32", "--fvd", "--i3d", i3d_path, "--json", out]) == 0
+    assert "FVD over 3 videos" in capsys.readouterr().out
+    fvd = json.load(open(out))["mean"]["fvd"]
+    assert math.isfinite(fvd) and fvd >= 0
+    with torch.no_grad():
+        feats = load_i3d(i3d_path)(torch.rand(4, 3, 5, 32, 32))
+    assert feats.shape == (4, 8) and frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-4)
