@@ -11,7 +11,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
 
 from .causal import CausalConv3d, StreamCache, per_frame, spatial_upsample, temporal_upsample
 
@@ -24,7 +23,11 @@ class ChannelLayerNorm(nn.Module):
         self.norm = nn.LayerNorm(channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.movedim(1, -1)).movedim(-1, 1)
+        return self.channels_last(x).movedim(-1, 1)
+
+    def channels_last(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, ...) -> normalised (B, ..., C), contiguous (the layout LayerNorm computes in)."""
+        return self.norm(x.movedim(1, -1))
 
 
 def make_norm(channels: int, norm_type: str) -> nn.Module:
@@ -90,7 +93,12 @@ class ResnetBlock3D(nn.Module):
 
 
 class FrameAttention(nn.Module):
-    """Single-head self-attention among the H*W positions of each frame (published ``AttnBlock3DFix``)."""
+    """Single-head self-attention among the H*W positions of each frame (published ``AttnBlock3DFix``).
+
+    The 1x1x1 projections (``q``, ``k``, ``v``, ``proj_out``; published names and shapes) are applied as linear
+    maps to the channels-last (B, T, H, W, C) output of the norm, so that the (B*T, H*W, C) attention layout is a
+    view: no rearranging copies in or out of the attention.
+    """
 
     def __init__(self, channels: int, norm_type: str):
         super().__init__()
@@ -100,13 +108,21 @@ class FrameAttention(nn.Module):
         self.v = CausalConv3d(channels, channels, 1)
         self.proj_out = CausalConv3d(channels, channels, 1)
 
+    @staticmethod
+    def _linear(x: torch.Tensor, proj: CausalConv3d) -> torch.Tensor:
+        """A 1x1x1 convolution applied to channels-last x (..., C)."""
+        return F.linear(x, proj.conv.weight.flatten(1), proj.conv.bias)
+
     def forward(self, x: torch.Tensor, cache: Optional[StreamCache] = None) -> torch.Tensor:
-        h = self.norm(x)
-        b, _, t, hh, ww = h.shape
-        q, k, v = (rearrange(m(h), "b c t h w -> (b t) (h w) c") for m in (self.q, self.k, self.v))
-        out = F.scaled_dot_product_attention(q, k, v)
-        out = rearrange(out, "(b t) (h w) c -> b c t h w", b=b, t=t, h=hh, w=ww)
-        return x + self.proj_out(out)
+        """(B, C, T, H, W) -> (B, C, T, H, W)."""
+        b, c, t, hh, ww = x.shape
+        if isinstance(self.norm, ChannelLayerNorm):
+            h = self.norm.channels_last(x)
+        else:
+            h = self.norm(x).movedim(1, -1)
+        h = h.reshape(b * t, hh * ww, c)
+        out = F.scaled_dot_product_attention(self._linear(h, self.q), self._linear(h, self.k), self._linear(h, self.v))
+        return x + self._linear(out, self.proj_out).view(b, t, hh, ww, c).movedim(-1, 1)
 
 
 class Downsample2D(nn.Module):
@@ -142,7 +158,7 @@ class Downsample3D(nn.Module):
         self.conv = CausalConv3d(in_channels, out_channels, 3, stride=2)
 
     def forward(self, x: torch.Tensor, cache: Optional[StreamCache] = None) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, 1, 0, 1)), cache)
+        return self.conv(x, cache, pad_hw=1)
 
 
 class Upsample3D(nn.Module):

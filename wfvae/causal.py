@@ -48,31 +48,55 @@ class StreamCache:
         return total
 
 
-def causal_frames(x: torch.Tensor, kernel_t: int, stride_t: int, cache: Optional[StreamCache], owner: nn.Module):
+def causal_frames(x: torch.Tensor, kernel_t: int, stride_t: int, cache: Optional[StreamCache], owner: nn.Module,
+                  pad_hw: int = 0):
     """Frames on which a valid temporal convolution ``(kernel_t, stride_t)`` gives exactly the causal outputs
     that are determined so far.
 
     The sequence is left-padded with ``kernel_t - 1`` copies of its first frame (the published causal padding).
-    In stream mode the frames a later window still needs are kept in ``cache`` under ``owner``.
+    In stream mode the frames a later window still needs are kept in ``cache`` under ``owner``; nothing is kept
+    on the last chunk (``cache.last``), since no later window exists.
+
+    ``pad_hw`` > 0 also zero-pads the right and bottom of every frame by that many pixels, in the same buffer
+    (one allocation and one copy of ``x`` instead of ``F.pad`` followed by the temporal concatenation).
 
     Args:
         x: (B, C, T, H, W) new frames.
     Returns:
-        (B, C, T', H, W) frames to convolve, or ``None`` when no output window is complete yet.
+        (B, C, T', H + pad_hw, W + pad_hw) frames to convolve, or ``None`` when no output window is complete yet.
     """
     pad = kernel_t - 1
     prev = None if cache is None else cache.get(owner)
-    if prev is None:
+    if pad_hw:
+        seq = _padded_sequence(x, pad, prev, pad_hw)
+    elif prev is None:
         seq = torch.cat([x[:, :, :1].expand(-1, -1, pad, -1, -1), x], dim=2) if pad > 0 else x
     else:
         seq = torch.cat([prev, x], dim=2)
     length = seq.shape[2]
     n_out = (length - kernel_t) // stride_t + 1 if length >= kernel_t else 0
-    if cache is not None:
+    if cache is not None and not cache.last:
         cache.set(owner, seq[:, :, n_out * stride_t:].clone())
     if n_out == 0:
         return None
     return seq[:, :, : (n_out - 1) * stride_t + kernel_t]
+
+
+def _padded_sequence(x: torch.Tensor, pad: int, prev: Optional[torch.Tensor], pad_hw: int) -> torch.Tensor:
+    """``cat([head, F.pad(x, (0, pad_hw, 0, pad_hw))], dim=2)`` in one buffer, where ``head`` is ``prev`` (already
+    padded) or ``pad`` copies of the first frame of ``x`` (zero-padded). (B, C, T, H, W) -> (B, C, n + T, H', W')."""
+    b, c, t, h, w = x.shape
+    n = pad if prev is None else prev.shape[2]
+    seq = x.new_empty(b, c, n + t, h + pad_hw, w + pad_hw)
+    seq[:, :, n:, :h, :w] = x
+    if prev is None:
+        seq[:, :, :n, :h, :w] = x[:, :, :1]
+    else:
+        seq[:, :, :n] = prev  # already carries its zero border
+    start = 0 if prev is None else n
+    seq[:, :, start:, h:].zero_()
+    seq[:, :, start:, :h, w:].zero_()
+    return seq
 
 
 def _triple(v: Union[int, Sequence[int]]) -> tuple:
@@ -95,10 +119,11 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride,
                               padding=(0, padding[1], padding[2]), bias=bias)
 
-    def forward(self, x: torch.Tensor, cache: Optional[StreamCache] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cache: Optional[StreamCache] = None, pad_hw: int = 0) -> torch.Tensor:
+        """``pad_hw``: zero padding added to the right and bottom of every frame before the convolution."""
         if self.kernel_t == 1 and self.stride_t == 1:
-            return self.conv(x)
-        frames = causal_frames(x, self.kernel_t, self.stride_t, cache, self)
+            return self.conv(F.pad(x, (0, pad_hw, 0, pad_hw)) if pad_hw else x)
+        frames = causal_frames(x, self.kernel_t, self.stride_t, cache, self, pad_hw)
         if frames is None:
             raise ValueError("chunk too short for a causal convolution window; use aligned chunks (see WFVAE.encode)")
         return self.conv(frames)
@@ -185,7 +210,7 @@ def temporal_upsample(x: torch.Tensor, mode: str, cache: Optional[StreamCache], 
     final = cache is None or cache.last
     if final and seq.shape[2] >= 1:
         out.append(seq[:, :, -1:])  # clamped right edge
-    if cache is not None:
+    if cache is not None and not final:
         cache.set(owner, seq[:, :, -1:].clone() if seq.shape[2] else seq)
     return torch.cat(out, dim=2)
 

@@ -120,7 +120,10 @@ class WFVAE(nn.Module):
         """
         caches, grid = {}, None
         f = self.temporal_compression
-        for i, chunk in enumerate(chunks):
+        iterator = iter(chunks)
+        nxt, i = next(iterator, None), -1
+        while nxt is not None:
+            chunk, nxt, i = nxt, next(iterator, None), i + 1
             n = chunk.shape[2]
             if (i == 0 and (n - 1) % f) or (i > 0 and (n == 0 or n % f)):
                 raise ValueError(f"chunk {i} has {n} frames: the first chunk needs 1 + {f}m frames, later ones "
@@ -129,8 +132,13 @@ class WFVAE(nn.Module):
             if grid is None:
                 self._warn_groupnorm(tile)
                 grid = TileGrid.for_pixels(chunk.shape[-2:], tile, tile_overlap, self.spatial_compression)
-            yield grid.run(chunk, lambda x, j: self.encoder(x, caches.setdefault(j, StreamCache()))[0],
-                           out_scale=1.0 / self.spatial_compression)
+
+            def run(x, j, last=nxt is None):
+                cache = caches.setdefault(j, StreamCache())
+                cache.last = last  # nothing needs to be kept for later chunks
+                return self.encoder(x, cache)[0]
+
+            yield grid.run(chunk, run, out_scale=1.0 / self.spatial_compression)
 
     @torch.no_grad()
     def decode_stream(self, chunks: Iterable[torch.Tensor], tile: Optional[int] = None,

@@ -22,7 +22,6 @@ from typing import Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from einops import rearrange
 
 from .causal import StreamCache, causal_frames
 
@@ -53,27 +52,34 @@ def haar2d_filters(scale: float = HAAR2D_SCALE) -> torch.Tensor:
     return w * scale
 
 
+def per_channel(filters: torch.Tensor, channels: int, dtype: torch.dtype) -> torch.Tensor:
+    """Dense convolution weight (K*C, C, *kernel) that applies ``filters`` (K, 1, *kernel) to each of C channels
+    and writes subband ``k`` of channel ``c`` to output channel ``k*C + c`` (the subband-major packing).
+
+    The same tensor is the weight of the inverse ``conv_transpose`` (input ``k*C + c`` -> output ``c``). Using it
+    instead of a per-channel convolution on a (B*C, 1, ...) view avoids rearranging (copying) the coefficients
+    into and out of that view; the extra taps are exact zeros.
+    """
+    k = filters.shape[0]
+    eye = torch.eye(channels, dtype=filters.dtype, device=filters.device)
+    weight = filters.view(k, 1, 1, *filters.shape[2:]) * eye.view(1, channels, channels, *(1,) * (filters.dim() - 2))
+    return weight.reshape(k * channels, channels, *filters.shape[2:]).to(dtype)
+
+
 def haar2d(x: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
     """Per-frame 2D Haar analysis. (B, C, [T,] H, W) -> (B, 4C, [T,] H/2, W/2)."""
+    weight = per_channel(filters, x.shape[1], x.dtype)
     if x.dim() == 5:
-        b, c, t = x.shape[:3]
-        y = F.conv2d(rearrange(x, "b c t h w -> (b c t) 1 h w"), filters.to(x.dtype), stride=2)
-        return rearrange(y, "(b c t) k h w -> b (k c) t h w", b=b, c=c, t=t)
-    b, c = x.shape[:2]
-    y = F.conv2d(rearrange(x, "b c h w -> (b c) 1 h w"), filters.to(x.dtype), stride=2)
-    return rearrange(y, "(b c) k h w -> b (k c) h w", b=b, c=c)
+        return F.conv3d(x, weight.unsqueeze(2), stride=(1, 2, 2))
+    return F.conv2d(x, weight, stride=2)
 
 
 def inverse_haar2d(coeffs: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
     """Per-frame 2D Haar synthesis. (B, 4C, [T,] H, W) -> (B, C, [T,] 2H, 2W)."""
+    weight = per_channel(filters, coeffs.shape[1] // 4, coeffs.dtype)
     if coeffs.dim() == 5:
-        b, t = coeffs.shape[0], coeffs.shape[2]
-        y = F.conv_transpose2d(rearrange(coeffs, "b (k c) t h w -> (b c t) k h w", k=4), filters.to(coeffs.dtype),
-                               stride=2)
-        return rearrange(y, "(b c t) 1 h w -> b c t h w", b=b, t=t)
-    b = coeffs.shape[0]
-    y = F.conv_transpose2d(rearrange(coeffs, "b (k c) h w -> (b c) k h w", k=4), filters.to(coeffs.dtype), stride=2)
-    return rearrange(y, "(b c) 1 h w -> b c h w", b=b)
+        return F.conv_transpose3d(coeffs, weight.unsqueeze(2), stride=(1, 2, 2))
+    return F.conv_transpose2d(coeffs, weight, stride=2)
 
 
 class HaarWavelet2D(nn.Module):
@@ -97,7 +103,8 @@ class InverseHaarWavelet2D(HaarWavelet2D):
 class HaarWavelet3D(nn.Module):
     """Causal 3D Haar analysis, (B, C, T, H, W) -> (B, 8C, T', H/2, W/2); whole video T' = (T + 1) // 2.
 
-    One strided convolution over all channels at once; the first frame is paired with itself.
+    One strided convolution over all channels at once (dense :func:`per_channel` weight, no rearranging);
+    the first frame is paired with itself.
     """
 
     def __init__(self, scale: float = HAAR3D_SCALE):
@@ -108,9 +115,7 @@ class HaarWavelet3D(nn.Module):
         frames = causal_frames(x, 2, 2, cache, self)
         if frames is None:
             raise ValueError("chunk too short for the causal Haar transform; use aligned chunks")
-        b, c = x.shape[:2]
-        y = F.conv3d(rearrange(frames, "b c t h w -> (b c) 1 t h w"), self.filters.to(x.dtype), stride=2)
-        return rearrange(y, "(b c) k t h w -> b (k c) t h w", b=b, c=c)
+        return F.conv3d(frames, per_channel(self.filters, x.shape[1], x.dtype), stride=2)
 
 
 class InverseHaarWavelet3D(nn.Module):
@@ -124,10 +129,7 @@ class InverseHaarWavelet3D(nn.Module):
         self.register_buffer("filters", haar3d_filters(scale), persistent=False)
 
     def forward(self, coeffs: torch.Tensor, cache: Optional[StreamCache] = None) -> torch.Tensor:
-        b = coeffs.shape[0]
-        y = F.conv_transpose3d(rearrange(coeffs, "b (k c) t h w -> (b c) k t h w", k=8),
-                               self.filters.to(coeffs.dtype), stride=2)
-        y = rearrange(y, "(b c) 1 t h w -> b c t h w", b=b)
+        y = F.conv_transpose3d(coeffs, per_channel(self.filters, coeffs.shape[1] // 8, coeffs.dtype), stride=2)
         first = cache is None or cache.get(self) is None
         if cache is not None:
             cache.set(self, True)

@@ -149,13 +149,37 @@ class RoPE3D(nn.Module):
 
 
 def _rotate_half_per_axis(x: torch.Tensor) -> torch.Tensor:
-    """(..., 3 * 2 * n): within each third, (x1, x2) -> (-x2, x1)."""
+    """(..., 3 * 2 * n): within each third, (x1, x2) -> (-x2, x1). Reference form of the rotation."""
     x = rearrange(x, "... (a two n) -> ... a two n", a=3, two=2)
     x1, x2 = x.unbind(dim=-2)
     return rearrange(torch.stack([-x2, x1], dim=-2), "... a two n -> ... (a two n)")
 
 
+def _swap_halves_per_axis(x: torch.Tensor) -> torch.Tensor:
+    """(..., 3 * 2 * n): within each third, (x1, x2) -> (x2, x1) (one copy, no negation)."""
+    return x.unflatten(-1, (3, 2, -1)).flip(-2).flatten(-3)
+
+
+def rope_tables(cos: torch.Tensor, sin: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(cos, sin) (N, d) from :class:`RoPE3D` -> (cos, signed sin), each (1, N, 1, d), for :func:`rotate`.
+
+    The sign of the rotation is moved into the small sine table (``-x2 * sin == x2 * (-sin)`` exactly), so the
+    full-size work of :func:`rotate` is one swap copy, one product and one in-place multiply-add.
+    """
+    s = sin.unflatten(-1, (3, 2, -1))
+    signed = torch.cat([-s[..., :1, :], s[..., 1:, :]], dim=-2).flatten(-3)
+    return cos[None, :, None, :], signed[None, :, None, :]
+
+
+def rotate(x: torch.Tensor, tables: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """RoPE of x (B, N, heads, d) with tables from :func:`rope_tables` -> (B, N, heads, d)."""
+    cos, signed_sin = tables
+    return (x * cos).addcmul_(_swap_halves_per_axis(x), signed_sin)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate queries or keys x (B, N, heads, d) with ``cos``/``sin`` (N, d) from :class:`RoPE3D`."""
-    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-    return x * cos + _rotate_half_per_axis(x) * sin
+    """Rotate queries or keys x (B, N, heads, d) with ``cos``/``sin`` (N, d) from :class:`RoPE3D`.
+
+    Equal to ``x * cos + _rotate_half_per_axis(x) * sin`` (see :func:`rope_tables`).
+    """
+    return rotate(x, rope_tables(cos, sin))

@@ -29,14 +29,20 @@ from .attention import key_bias, sdpa_attention
 from .checkpoint import (CONFIG_NAME, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME, check_state_dict,
                          read_weights, write_json_atomic, write_weights)
 from .config import OpenSoraT2VConfig
-from .embeddings import AdaLNSingle, CaptionProjection, PatchEmbed, RoPE3D, apply_rope
+from .embeddings import AdaLNSingle, CaptionProjection, PatchEmbed, RoPE3D, rope_tables, rotate
 from .skiparse import skiparse_attention
 
 Rope = Tuple[torch.Tensor, torch.Tensor]
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale) + shift
+    """``x * (1 + scale) + shift`` as one full-size operation: x (B, N, D), shift/scale (B, 1, D) -> (B, N, D)."""
+    return torch.addcmul(shift, x, 1 + scale)
+
+
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x + gate * y`` as one full-size operation: x, y (B, N, D), gate (B, 1, D) -> (B, N, D)."""
+    return torch.addcmul(x, gate, y)
 
 
 class Attention(nn.Module):
@@ -74,7 +80,8 @@ class SelfAttention(Attention):
     def forward(self, x: torch.Tensor, rope: Rope, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x (B, N, D); rope (cos, sin) (N, d); keep (B, N) key mask or None -> (B, N, D)."""
         q, k, v = self.split_heads(self.to_q(x)), self.split_heads(self.to_k(x)), self.split_heads(self.to_v(x))
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        tables = rope_tables(*rope)
+        q, k = rotate(q, tables), rotate(k, tables)
         if self.skiparse_ratio == 1:
             out = self.backend(q, k, v, key_bias(keep, q.dtype))
         else:
@@ -146,9 +153,9 @@ class OpenSoraBlock(nn.Module):
         """x (B, N, D), context (B, L, D), modulation (B, 6, D) -> (B, N, D)."""
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + modulation).chunk(6, dim=1)
-        x = x + gate_msa * self.attn1(modulate(self.norm1(x), shift_msa, scale_msa), rope, keep)
+        x = gated_residual(x, gate_msa, self.attn1(modulate(self.norm1(x), shift_msa, scale_msa), rope, keep))
         x = x + self.attn2(x, context, context_bias)
-        x = x + gate_mlp * self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = gated_residual(x, gate_mlp, self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp)))
         return x
 
 
