@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 from opcount import count_ops  # noqa: E402
 from opensora.models.embeddings import _rotate_half_per_axis, apply_rope  # noqa: E402
 from opensora.models.transformer import gated_residual, modulate  # noqa: E402
-from wfvae.blocks import Downsample3D, FrameAttention  # noqa: E402
+from wfvae.blocks import Downsample3D, FrameAttention, ResnetBlock3D  # noqa: E402
 from wfvae.causal import StreamCache, causal_frames  # noqa: E402
 from wfvae.wavelets import (HaarWavelet2D, HaarWavelet3D, InverseHaarWavelet2D, InverseHaarWavelet3D,  # noqa: E402
                             haar2d_filters, haar3d_filters)
@@ -129,6 +129,34 @@ def test_fused_spatial_padding_equals_pad_then_causal_frames():
             torch.testing.assert_close(got, want, atol=0, rtol=0)
 
 
+def test_activation_written_into_the_frame_buffer_equals_activation_then_concatenation():
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, 9, 4, 5).movedim(1, -1).contiguous().movedim(-1, 1)  # LayerNorm output layout
+    owner_a, owner_b = torch.nn.Identity(), torch.nn.Identity()
+    with torch.no_grad():
+        torch.testing.assert_close(causal_frames(x, 3, 1, None, owner_a, act=F.silu),
+                                   causal_frames(F.silu(x), 3, 1, None, owner_b), atol=1e-6, rtol=0)
+        ca, cb = StreamCache(), StreamCache()
+        for part in (x[:, :, :1], x[:, :, 1:5], x[:, :, 5:]):
+            torch.testing.assert_close(causal_frames(part, 3, 1, ca, owner_a, act=F.silu),
+                                       causal_frames(F.silu(part), 3, 1, cb, owner_b), atol=1e-6, rtol=0)
+
+
+def test_resnet_block_training_path_and_gradients():
+    block = _perturbed(ResnetBlock3D(6, 6, "layernorm")).double()
+    x = torch.randn(1, 6, 5, 4, 4, dtype=torch.float64, requires_grad=True)
+
+    def reference(x):
+        h = block.conv1(F.silu(block.norm1(x)))
+        return x + block.conv2(F.silu(block.norm2(h)))
+
+    out = block(x)
+    torch.testing.assert_close(out, reference(x), atol=1e-12, rtol=0)
+    g, = torch.autograd.grad(out.square().sum(), x)
+    g_ref, = torch.autograd.grad(reference(x).square().sum(), x)
+    torch.testing.assert_close(g, g_ref, atol=1e-10, rtol=0)
+
+
 def test_last_chunk_keeps_nothing_in_the_cache(tiny_vae):
     z = torch.randn(1, tiny_vae.config.latent_dim, 3, 2, 2)
     video = torch.rand(1, 3, 9, 16, 16) * 2 - 1
@@ -173,6 +201,17 @@ def test_downsample3d_pads_and_concatenates_in_one_copy():
     padded = x.nbytes * (11 / 9) * (33 * 33) / (32 * 32)
     # one copy of the input into the padded buffer (plus the causal head frames); F.pad + cat copied it twice
     assert 0.9 * x.nbytes <= c["copy_bytes"] - bias_init <= 1.05 * padded
+
+
+def test_resnet_block_concatenates_no_activations():
+    m = ResnetBlock3D(16, 16, "layernorm").eval()
+    x = torch.randn(1, 16, 8, 8, 8)
+    with torch.no_grad():
+        c = count_ops(lambda: m(x))
+    # two LayerNorm layout copies, two convolution bias initialisations and the 2-frame causal heads (4.5x); the
+    # version that concatenated the SiLU outputs with the head frames copied 6.5x
+    assert c["copy_bytes"] <= 5 * x.nbytes
+    assert "cat" not in c["copies"]
 
 
 def test_rope_allocates_two_tensors_of_its_input_size():

@@ -87,8 +87,12 @@ class ResnetBlock3D(nn.Module):
             self.nin_shortcut = CausalConv3d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, cache: Optional[StreamCache] = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)), cache)
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))), cache)
+        """(B, C_in, T, H, W) -> (B, C_out, T', H, W); the SiLUs are fused into the causal padding of the convs."""
+        h = self.conv1(self.norm1(x), cache, act=F.silu)
+        if self.training and self.dropout.p > 0:
+            h = self.conv2(self.dropout(F.silu(self.norm2(h))), cache)
+        else:
+            h = self.conv2(self.norm2(h), cache, act=F.silu)
         return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
 
 

@@ -11,7 +11,7 @@ that is both the first and the last", so both modes run the same code.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -48,8 +48,12 @@ class StreamCache:
         return total
 
 
+_OUT_VARIANTS = {F.silu: torch.ops.aten.silu.out}
+"""Elementwise activations that :func:`causal_frames` can write straight into its frame buffer."""
+
+
 def causal_frames(x: torch.Tensor, kernel_t: int, stride_t: int, cache: Optional[StreamCache], owner: nn.Module,
-                  pad_hw: int = 0):
+                  pad_hw: int = 0, act: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
     """Frames on which a valid temporal convolution ``(kernel_t, stride_t)`` gives exactly the causal outputs
     that are determined so far.
 
@@ -60,6 +64,10 @@ def causal_frames(x: torch.Tensor, kernel_t: int, stride_t: int, cache: Optional
     ``pad_hw`` > 0 also zero-pads the right and bottom of every frame by that many pixels, in the same buffer
     (one allocation and one copy of ``x`` instead of ``F.pad`` followed by the temporal concatenation).
 
+    ``act`` (elementwise, e.g. ``F.silu``) is applied to ``x`` first. Without autograd, an activation with an
+    ``out=`` variant (``_OUT_VARIANTS``) writes its result straight into the frame buffer after the head frames,
+    so the temporal concatenation costs no extra pass over the frames.
+
     Args:
         x: (B, C, T, H, W) new frames.
     Returns:
@@ -67,7 +75,14 @@ def causal_frames(x: torch.Tensor, kernel_t: int, stride_t: int, cache: Optional
     """
     pad = kernel_t - 1
     prev = None if cache is None else cache.get(owner)
-    if pad_hw:
+    n_head = pad if prev is None else prev.shape[2]
+    direct = (act in _OUT_VARIANTS and not pad_hw and n_head > 0
+              and not (torch.is_grad_enabled() and x.requires_grad))
+    if act is not None and not direct:
+        x = act(x)
+    if direct:
+        seq = _activated_sequence(x, n_head, prev, _OUT_VARIANTS[act])
+    elif pad_hw:
         seq = _padded_sequence(x, pad, prev, pad_hw)
     elif prev is None:
         seq = torch.cat([x[:, :, :1].expand(-1, -1, pad, -1, -1), x], dim=2) if pad > 0 else x
@@ -80,6 +95,16 @@ def causal_frames(x: torch.Tensor, kernel_t: int, stride_t: int, cache: Optional
     if n_out == 0:
         return None
     return seq[:, :, : (n_out - 1) * stride_t + kernel_t]
+
+
+def _activated_sequence(x: torch.Tensor, n: int, prev: Optional[torch.Tensor], act_out) -> torch.Tensor:
+    """``cat([head, act(x)], dim=2)`` with ``act`` written into the buffer by its out-variant ``act_out``; ``head``
+    is ``prev`` or ``n`` copies of the first activated frame. (B, C, T, H, W) -> (B, C, n + T, H, W)."""
+    b, c, t, h, w = x.shape
+    seq = x.new_empty(b, c, n + t, h, w)
+    act_out(x, out=seq[:, :, n:])
+    seq[:, :, :n] = seq[:, :, n:n + 1] if prev is None else prev
+    return seq
 
 
 def _padded_sequence(x: torch.Tensor, pad: int, prev: Optional[torch.Tensor], pad_hw: int) -> torch.Tensor:
@@ -119,11 +144,14 @@ class CausalConv3d(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride,
                               padding=(0, padding[1], padding[2]), bias=bias)
 
-    def forward(self, x: torch.Tensor, cache: Optional[StreamCache] = None, pad_hw: int = 0) -> torch.Tensor:
-        """``pad_hw``: zero padding added to the right and bottom of every frame before the convolution."""
+    def forward(self, x: torch.Tensor, cache: Optional[StreamCache] = None, pad_hw: int = 0,
+                act: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> torch.Tensor:
+        """Convolve ``act(x)`` (``act`` elementwise, default identity) after zero-padding the right and bottom of
+        every frame by ``pad_hw``; see :func:`causal_frames` for how both are fused with the causal padding."""
         if self.kernel_t == 1 and self.stride_t == 1:
+            x = x if act is None else act(x)
             return self.conv(F.pad(x, (0, pad_hw, 0, pad_hw)) if pad_hw else x)
-        frames = causal_frames(x, self.kernel_t, self.stride_t, cache, self, pad_hw)
+        frames = causal_frames(x, self.kernel_t, self.stride_t, cache, self, pad_hw, act)
         if frames is None:
             raise ValueError("chunk too short for a causal convolution window; use aligned chunks (see WFVAE.encode)")
         return self.conv(frames)
