@@ -1,0 +1,55 @@
+"""The prompt-following evaluation loop, with stand-in "models" that render the synthetic clips directly."""
+import numpy as np
+import pytest
+import torch
+
+from opensora.prompt_check import evaluate, format_report
+from opensora.synthetic import MOTIONS, eval_prompts, make_spec, render_clip
+from wfvae.video_io import to_tensor
+
+
+class RenderingPipe:
+    """Answers each prompt with a rendered clip of the colour/motion ``pick(prompt)`` chooses; records the kwargs."""
+
+    def __init__(self, pick):
+        self.pick, self.calls, self.defaults = pick, [], {"num_frames": 9, "height": 48, "width": 48}
+
+    def __call__(self, prompts, generator=None, progress=False, **kwargs):
+        self.calls.append(kwargs)
+        rng = np.random.default_rng(0)
+        clips = []
+        for prompt in prompts:
+            colour, motion = self.pick(prompt)
+            spec = make_spec(colour, "circle", motion, rng)
+            clips.append(to_tensor(render_clip(spec, kwargs["num_frames"], kwargs["height"])))
+        return torch.stack(clips)
+
+
+def test_a_faithful_model_scores_100_and_a_stubborn_one_does_not():
+    prompts = eval_prompts(12)
+    truth = {p: (c, m) for p, c, m in prompts}
+    good = RenderingPipe(lambda p: truth[p])
+    report = evaluate(good, prompts, batch_size=5, progress=False, num_inference_steps=3)
+    assert report["accuracy"] == 1.0 and report["num_prompts"] == 12
+    assert good.calls[0]["num_inference_steps"] == 3 and good.calls[0]["num_frames"] == 9  # defaults + overrides
+    assert len(good.calls) == 3  # batches of 5, 5, 2
+
+    stubborn = RenderingPipe(lambda p: ("red", "left"))
+    report = evaluate(stubborn, prompts, progress=False)
+    expected_colour = np.mean([c == "red" for _, c, _ in prompts])
+    expected_motion = np.mean([m == "left" for _, _, m in prompts])
+    assert report["colour_accuracy"] == pytest.approx(expected_colour)
+    assert report["motion_accuracy"] == pytest.approx(expected_motion)
+    assert report["accuracy"] < 0.5
+    text = format_report(report)
+    assert "both" in text and text.count("\n") == 12 + 1
+
+
+def test_colour_right_motion_wrong_is_not_counted():
+    prompts = [(p, c, m) for p, c, m in eval_prompts(36) if m in ("up", "down")][:4]
+    flip = {"up": "down", "down": "up"}
+    report = evaluate(RenderingPipe(lambda p: next((c, flip[m]) for q, c, m in prompts if q == p)), prompts,
+                      progress=False, keep_videos=True)
+    assert report["colour_accuracy"] == 1.0 and report["motion_accuracy"] == 0.0 and report["accuracy"] == 0.0
+    assert report["rows"][0]["video"].shape == (9, 48, 48, 3)
+    assert set(MOTIONS) >= {r["got_motion"] for r in report["rows"]}
