@@ -104,7 +104,27 @@ def explain_cases() -> None:
     cos, sin = torch.randn(32, 12), torch.randn(32, 12)
     block = OpenSoraBlock(48, 4, 12, skiparse_ratio=4).eval()
     rope = (torch.randn(32, 12), torch.randn(32, 12))
+    from wfvae import WFVAE, WFVAEConfig
+    from wfvae.causal import StreamCache
+
+    small = WFVAE(WFVAEConfig(base_channels=8, latent_dim=4, encoder_energy_flow_hidden_size=8,
+                              decoder_energy_flow_hidden_size=8, norm_type="layernorm",
+                              t_interpolation="trilinear")).eval()
+    latent = torch.randn(1, 4, 3, 2, 2)
+
+    def decode_last_chunk(z):
+        cache = StreamCache()
+        cache.last = True
+        return small.decoder(z, cache)
+
+    denoiser = denoiser_model(2, 4, 12, True)
     pieces = [
+        ("WF-VAE Encoder (8-channel config, whole video)", small.encoder, (torch.rand(1, 3, 9, 16, 16),)),
+        ("WF-VAE Decoder (8-channel config, whole video)", small.decoder, (latent,)),
+        ("WF-VAE Decoder (8-channel config, StreamCache chunk)", decode_last_chunk, (latent,)),
+        ("OpenSoraT2V forward (2 blocks, Skiparse, text mask)", denoiser,
+         (torch.randn(2, 4, 3, 8, 8), torch.full((2,), 500), torch.randn(2, 1, 16, 256),
+          torch.cat([torch.ones(2, 1, 12), torch.zeros(2, 1, 4)], dim=2))),
         ("HaarWavelet3D", HaarWavelet3D(), (rgb,)),
         ("InverseHaarWavelet3D", InverseHaarWavelet3D(), (torch.randn(1, 24, 3, 4, 4),)),
         ("HaarWavelet2D", HaarWavelet2D(), (rgb,)),

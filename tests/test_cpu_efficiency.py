@@ -236,3 +236,12 @@ def test_whole_video_decode_clones_nothing(tiny_vae):
         e = count_ops(lambda: tiny_vae.encode(torch.rand(1, 3, 9, 32, 32)).mean)
     assert c["ops"].get("clone", 0) == 0
     assert e["ops"].get("clone", 0) == 0
+
+
+def test_compiled_blocks_have_no_graph_breaks(tiny_vae):
+    from opcount import graph_breaks
+
+    x = torch.randn(1, 8, 5, 4, 4)
+    with torch.no_grad():
+        assert graph_breaks(ResnetBlock3D(8, 8, "layernorm").eval(), x)["breaks"] == 0
+        assert graph_breaks(tiny_vae.decoder, torch.randn(1, 4, 3, 2, 2))["breaks"] == 0

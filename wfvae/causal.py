@@ -66,7 +66,8 @@ def causal_frames(x: torch.Tensor, kernel_t: int, stride_t: int, cache: Optional
 
     ``act`` (elementwise, e.g. ``F.silu``) is applied to ``x`` first. Without autograd, an activation with an
     ``out=`` variant (``_OUT_VARIANTS``) writes its result straight into the frame buffer after the head frames,
-    so the temporal concatenation costs no extra pass over the frames.
+    so the temporal concatenation costs no extra pass over the frames. Under ``torch.compile`` the plain form is
+    traced instead (an ``out=`` slice would break the graph, and the compiler fuses activation and copy anyway).
 
     Args:
         x: (B, C, T, H, W) new frames.
@@ -76,7 +77,7 @@ def causal_frames(x: torch.Tensor, kernel_t: int, stride_t: int, cache: Optional
     pad = kernel_t - 1
     prev = None if cache is None else cache.get(owner)
     n_head = pad if prev is None else prev.shape[2]
-    direct = (act in _OUT_VARIANTS and not pad_hw and n_head > 0
+    direct = (act in _OUT_VARIANTS and not pad_hw and n_head > 0 and not torch.compiler.is_compiling()
               and not (torch.is_grad_enabled() and x.requires_grad))
     if act is not None and not direct:
         x = act(x)
