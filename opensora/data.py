@@ -26,7 +26,8 @@ whose paths are relative to its own folder), or an annotation ``.json`` directly
 * with ``mask_mix`` (image-condition model), a frame mask (1 = generate, 0 = keep) of a type drawn from the mix
   (:mod:`opensora.masks`, ``image_mask_mix`` for images).
 
-Items: ``video`` (3, T, h, w) in [-1, 1], ``caption`` str, ``path`` str, optional ``mask`` (1, T, h, w).
+Items: ``video`` (3, T, h, w) in [-1, 1], ``caption`` str, ``path`` str, ``captions`` (every caption of the entry,
+for :func:`opensora.training.write_latent_cache`), optional ``mask`` (1, T, h, w).
 Text is **not** tokenized here: captions stay strings and the training module encodes them with its text encoder
 (one place for the tokenizer, no per-worker copies of mT5's tokenizer; the latent cache holds embeddings).
 
@@ -216,7 +217,8 @@ class AnnotationDataset(Dataset):
         return pixel_mask(frame_mask(kind, frames, None, *self.clear_ratio, generator=g), h, w)
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
-        item = {"video": self.read(index), "caption": self.caption(index), "path": self.entries[index]["path"]}
+        item = {"video": self.read(index), "caption": self.caption(index), "path": self.entries[index]["path"],
+                "captions": _captions(self.entries[index].get("cap"))}
         mask = self.mask(index)
         if mask is not None:
             item["mask"] = mask

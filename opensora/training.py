@@ -313,11 +313,14 @@ class DenoiserTraining(L.LightningModule):
 
 
 @torch.no_grad()
-def write_latent_cache(module: DenoiserTraining, loader: Iterable[Dict[str, Any]], folder: str) -> int:
+def write_latent_cache(module: DenoiserTraining, loader: Iterable[Dict[str, Any]], folder: str,
+                       all_captions: bool = False) -> int:
     """Encode every batch of ``loader`` once (videos with the module's VAE, captions with its text encoder, and for
     the image-condition model the masked-video latent and compressed mask) into one ``.safetensors`` per sample,
     read back by :class:`opensora.data.LatentCacheDataset` (``data.cache``). Use a loader without caption dropout;
-    the condition noise and masks drawn here are then fixed. Returns the number of items written."""
+    the condition noise and masks drawn here are then fixed. With ``all_captions`` a sample with several captions
+    (``batch["captions"]``) gives one item per caption, sharing the latents (the video is encoded once).
+    Returns the number of items written."""
     from .data import save_cache_item
 
     count = 0
@@ -328,13 +331,21 @@ def write_latent_cache(module: DenoiserTraining, loader: Iterable[Dict[str, Any]
             latents = batch["latents"].float()
         else:
             latents = module.encode_video(batch["video"].to(module.device))
-        text, mask = module.captions_of(batch, latents.shape[0])
-        items = {"latents": latents, "text_embeds": text, "text_mask": mask}
+        items = {"latents": latents}
         if isinstance(module.model, OpenSoraInpaint):
             cond = module.conditions_of({k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()},
                                         latents)
             items["masked_latents"], items["compressed_mask"] = cond.split(
                 [latents.shape[1], cond.shape[1] - latents.shape[1]], dim=1)
+        if all_captions and "captions" in batch:
+            pairs = [(i, cap) for i, caps in enumerate(batch["captions"]) for cap in caps]
+            index = torch.tensor([i for i, _ in pairs], device=latents.device)
+            items = {k: v[index] for k, v in items.items()}
+            text, mask = module.captions_of({"caption": [cap for _, cap in pairs]}, len(pairs))
+        else:
+            text, mask = module.captions_of(batch, latents.shape[0])
+        items.update(text_embeds=text, text_mask=mask)
+        latents = items["latents"]
         for i in range(latents.shape[0]):
             save_cache_item(os.path.join(folder, f"{count:08d}.safetensors"), **{k: v[i] for k, v in items.items()})
             count += 1
@@ -356,7 +367,7 @@ def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str =
     return model
 
 
-def cache_from_config(config: str, folder: str, batch_size: Optional[int] = None) -> int:
+def cache_from_config(config: str, folder: str, batch_size: Optional[int] = None, all_captions: bool = False) -> int:
     """Write the latent cache of a training config's ``data`` (no caption dropout, every sample once) with its
     ``model``'s VAE and text encoder into ``folder``; train on it with ``data.init_args.cache: folder``."""
     from omegaconf import OmegaConf
@@ -377,7 +388,7 @@ def cache_from_config(config: str, folder: str, batch_size: Optional[int] = None
     data = OpenSoraDataModule(**data_args)
     data.setup("fit")
     loader = data.train_dataloader()
-    return write_latent_cache(module, tqdm(loader, desc="caching", unit="batch"), folder)
+    return write_latent_cache(module, tqdm(loader, desc="caching", unit="batch"), folder, all_captions)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -389,6 +400,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ca.add_argument("--config", required=True, help="the training YAML (its model.init_args and data.init_args)")
     ca.add_argument("folder")
     ca.add_argument("--batch-size", type=int, default=None)
+    ca.add_argument("--all-captions", action="store_true",
+                    help="one item per caption of each entry (the video is encoded once)")
     ex = sub.add_parser("export", help="checkpoint -> model folder (EMA weights unless --no-ema)")
     ex.add_argument("checkpoint")
     ex.add_argument("folder")
@@ -397,7 +410,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "cache":
-            count = cache_from_config(args.config, args.folder, args.batch_size)
+            count = cache_from_config(args.config, args.folder, args.batch_size, args.all_captions)
             print(f"{args.folder}: {count} cached samples")
             return 0
         export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size)

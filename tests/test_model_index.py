@@ -146,4 +146,14 @@ def test_cache_command_writes_every_sample(tmp_path, capsys):
     item = load_file(str(tmp_path / "cache" / files[0]))
     assert item["latents"].shape[0] == 8 and item["text_embeds"].shape == (12, 16)
     assert item["text_mask"].sum() > 2  # a real caption (no dropout while caching)
+    # one item per caption: the first entry has two captions, the second one; latents shared
+    assert training_main(["cache", "--config", str(path), str(tmp_path / "all"), "--all-captions"]) == 0
+    items = [load_file(str(p)) for p in sorted((tmp_path / "all").iterdir())]
+    assert len(items) == 3
+    by_shape = {}
+    for it in items:
+        by_shape.setdefault(tuple(it["latents"].shape), []).append(it)
+    pair = next(v for v in by_shape.values() if len(v) == 2)
+    assert torch.equal(pair[0]["latents"], pair[1]["latents"])
+    assert not torch.equal(pair[0]["text_embeds"], pair[1]["text_embeds"])
     assert training_main(["cache", "--config", str(tmp_path / "missing.yaml"), str(tmp_path / "c2")]) == 2
