@@ -123,7 +123,7 @@ def explain_cases() -> None:
         ("WF-VAE Decoder (8-channel config, whole video)", small.decoder, (latent,)),
         ("WF-VAE Decoder (8-channel config, StreamCache chunk)", decode_last_chunk, (latent,)),
         ("OpenSoraT2V forward (2 blocks, Skiparse, text mask)", denoiser,
-         (torch.randn(2, 4, 3, 8, 8), torch.full((2,), 500), torch.randn(2, 1, 16, 256),
+         (torch.randn(2, denoiser.config.in_channels, 3, 8, 8), torch.full((2,), 500), torch.randn(2, 1, 16, 256),
           torch.cat([torch.ones(2, 1, 12), torch.zeros(2, 1, 4)], dim=2))),
         ("HaarWavelet3D", HaarWavelet3D(), (rgb,)),
         ("InverseHaarWavelet3D", InverseHaarWavelet3D(), (torch.randn(1, 24, 3, 4, 4),)),
