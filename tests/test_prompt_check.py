@@ -53,3 +53,21 @@ def test_colour_right_motion_wrong_is_not_counted():
     assert report["colour_accuracy"] == 1.0 and report["motion_accuracy"] == 0.0 and report["accuracy"] == 0.0
     assert report["rows"][0]["video"].shape == (9, 48, 48, 3)
     assert set(MOTIONS) >= {r["got_motion"] for r in report["rows"]}
+
+
+def test_vae_ceiling_runs_the_checker_on_reconstructions():
+    from conftest import make_tiny_vae
+    from opensora.prompt_check import vae_ceiling
+
+    class Identity:  # a perfect "VAE": the ceiling is the checker's own accuracy on clean renders
+        device, dtype = torch.device("cpu"), torch.float32
+
+        def encode(self, x):
+            return type("P", (), {"mean": x})()
+
+        def decode(self, z):
+            return z
+
+    assert vae_ceiling(Identity(), 9, 48, per_triple=1)["accuracy"] == 1.0
+    random_vae = vae_ceiling(make_tiny_vae().eval(), 5, 32, per_triple=1)  # a random VAE loses the object
+    assert random_vae["num_clips"] == 18 and random_vae["accuracy"] < 0.5

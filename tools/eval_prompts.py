@@ -24,6 +24,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="write the report (rows + accuracies) here")
     p.add_argument("--save-videos", default=None, metavar="DIR", help="write every sample as NNN-ok|no.mp4")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--ceiling", action="store_true",
+                   help="also score VAE reconstructions of rendered held-out clips (the best reachable)")
     try:
         args = p.parse_args(argv)
         if args.num < 1 or args.batch_size < 1:
@@ -31,7 +33,7 @@ def main(argv=None) -> int:
         if not os.path.isdir(args.model):
             raise UsageError(f"model folder not found: {args.model}")
         from opensora.pipeline import OpenSoraPipeline
-        from opensora.prompt_check import evaluate, format_report
+        from opensora.prompt_check import evaluate, format_report, vae_ceiling
         from opensora.synthetic import eval_prompts
 
         start = time.time()
@@ -47,6 +49,12 @@ def main(argv=None) -> int:
         report = evaluate(pipe, eval_prompts(args.num), seed=args.seed, batch_size=args.batch_size,
                           keep_videos=args.save_videos is not None, **extra)
         print(format_report(report))
+        if args.ceiling:
+            d = pipe.defaults
+            report["vae_ceiling"] = vae_ceiling(pipe.vae, d.get("num_frames", 17), d.get("height", 96))
+            c = report["vae_ceiling"]
+            print(f"VAE ceiling (reconstructed renders): colour {c['colour_accuracy']:.1%}  motion "
+                  f"{c['motion_accuracy']:.1%}  both {c['accuracy']:.1%}  ({c['num_clips']} clips)")
         print(f"{args.model}: {time.time() - start:.0f} s on {args.device}")
         if args.save_videos:
             from wfvae.video_io import VideoWriter, to_tensor
