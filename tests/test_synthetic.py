@@ -201,3 +201,13 @@ def test_make_t2v_dataset_bad_args(tmp_path, capsys, args):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_tuning_prompts_use_only_training_triples():
+    from opensora.synthetic import tuning_prompts, train_triples
+
+    prompts = tuning_prompts(36)
+    train_pairs = {(c, m) for c, _, m in train_triples()}
+    assert len(prompts) == 36 and all((c, m) in train_pairs for _, c, m in prompts)
+    held = {p for p, _, _ in eval_prompts(36)}
+    assert not held & {p for p, _, _ in prompts}

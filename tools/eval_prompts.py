@@ -17,6 +17,9 @@ def main(argv=None) -> int:
     p = ErrorParser(prog="eval_prompts", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="model folder (pipeline layout or model_index.json)")
     p.add_argument("--num", type=int, default=36, help="held-out prompts (opensora.synthetic.eval_prompts)")
+    p.add_argument("--tuning", action="store_true",
+                   help="prompts of TRAINING triples instead (opensora.synthetic.tuning_prompts), for choosing "
+                        "--steps/--guidance without touching the held-out prompts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
@@ -34,7 +37,7 @@ def main(argv=None) -> int:
             raise UsageError(f"model folder not found: {args.model}")
         from opensora.pipeline import OpenSoraPipeline
         from opensora.prompt_check import evaluate, format_report, vae_ceiling
-        from opensora.synthetic import eval_prompts
+        from opensora.synthetic import eval_prompts, tuning_prompts
 
         start = time.time()
         try:
@@ -46,7 +49,8 @@ def main(argv=None) -> int:
             extra["num_inference_steps"] = args.steps
         if args.guidance is not None:
             extra["guidance_scale"] = args.guidance
-        report = evaluate(pipe, eval_prompts(args.num), seed=args.seed, batch_size=args.batch_size,
+        prompts = tuning_prompts(args.num) if args.tuning else eval_prompts(args.num)
+        report = evaluate(pipe, prompts, seed=args.seed, batch_size=args.batch_size,
                           keep_videos=args.save_videos is not None, **extra)
         print(format_report(report))
         if args.ceiling:
