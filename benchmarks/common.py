@@ -71,6 +71,24 @@ def header(title: str, device: str, warmup: int, repeats: int) -> None:
     print(f"median of {repeats} after {warmup} warm-up runs\n")
 
 
+def add_timing_args(parser) -> None:
+    """The flags every benchmark takes: ``--warmup``, ``--repeats`` and the hidden ``--case`` of a child process."""
+    import argparse
+
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--case", default=None, help=argparse.SUPPRESS)
+
+
+def run_child_case(args, run_case: Callable[[dict], dict]) -> bool:
+    """In a child process (``--case JSON``, see :func:`run_in_subprocess`): run that case, print its result as JSON
+    and return True; otherwise return False."""
+    if not args.case:
+        return False
+    print(json.dumps(run_case(json.loads(args.case))))
+    return True
+
+
 def run_in_subprocess(script: str, spec: dict) -> dict:
     """Run ``script --case JSON`` and return its result dict, or ``{"error": last stderr line}``."""
     out = subprocess.run([sys.executable, os.path.abspath(script), "--case", json.dumps(spec)],

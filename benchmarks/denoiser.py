@@ -11,14 +11,13 @@ Random weights; forward at batch 2 (one CFG pair), training at batch 1; text of 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import fast_math, header, measure, run_in_subprocess  # noqa: E402
+from common import add_timing_args, fast_math, header, measure, run_child_case, run_in_subprocess  # noqa: E402
 
 GPU_LATENTS = ["24x44x80", "24x60x80"]
 PUBLISHED_H100 = {  # published implementation, one H100, bf16 (issue reference)
@@ -72,12 +71,9 @@ def main() -> None:
     p.add_argument("--latents", nargs="*", default=None, help="latent TxHxW (default: the GPU table)")
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--ops", nargs="*", default=["forward", "train"])
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    add_timing_args(p)
     args = p.parse_args()
-    if args.case:
-        print(json.dumps(run_case(json.loads(args.case))))
+    if run_child_case(args, run_case):
         return
     import torch
 

@@ -11,14 +11,13 @@ and command line.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from common import fast_math, header, measure, run_in_subprocess  # noqa: E402
+from common import add_timing_args, fast_math, header, measure, run_child_case, run_in_subprocess  # noqa: E402
 
 GPU_CASES = [  # (op, shape, dtype, latent_chunk)
     ("encode", "33x256x256", "bfloat16", None), ("decode", "33x256x256", "bfloat16", None),
@@ -76,12 +75,9 @@ def main() -> None:
     p.add_argument("--dtypes", nargs="*", default=["bfloat16"])
     p.add_argument("--chunks", nargs="*", default=["none"], help="latent chunk sizes, 'none' = whole video")
     p.add_argument("--ops", nargs="*", default=["encode", "decode"])
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--case", default=None, help=argparse.SUPPRESS)
+    add_timing_args(p)
     args = p.parse_args()
-    if args.case:
-        print(json.dumps(run_case(json.loads(args.case))))
+    if run_child_case(args, run_case):
         return
     import torch
 

@@ -170,7 +170,7 @@ def _folder(path: str, what: str, flag: str) -> str:
 
 RELEASE_DEFAULTS = {"num_frames": sched.DEFAULT_NUM_FRAMES, "height": sched.DEFAULT_HEIGHT,
                     "width": sched.DEFAULT_WIDTH, "steps": sched.DEFAULT_STEPS, "guidance": sched.DEFAULT_GUIDANCE,
-                    "fps": None, "max_length": 512, "negative_prompt": sched.NEGATIVE_PROMPT, "raw_prompt": False,
+                    "max_length": 512, "negative_prompt": sched.NEGATIVE_PROMPT, "raw_prompt": False,
                     "scheduler": sched.DEFAULT_SCHEDULER}
 _ARG_NAMES = {"num_frames": "frames"}
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -74,8 +75,6 @@ def format_report(report: Dict[str, Any], limit: Optional[int] = None) -> str:
 def vae_ceiling(vae, num_frames: int = 17, size: int = 96, per_triple: int = 2, seed: int = 0) -> Dict[str, float]:
     """Checker accuracy on ``vae`` reconstructions (posterior mean) of ``per_triple`` rendered clips of every
     held-out triple: ``{"colour_accuracy", "motion_accuracy", "accuracy", "num_clips"}``."""
-    import numpy as np
-
     rng = np.random.default_rng(seed)
     colour_ok = motion_ok = both = count = 0
     for colour, shape, motion in heldout_triples():

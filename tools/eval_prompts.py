@@ -61,12 +61,15 @@ def main(argv=None) -> int:
                   f"{c['motion_accuracy']:.1%}  both {c['accuracy']:.1%}  ({c['num_clips']} clips)")
         print(f"{args.model}: {time.time() - start:.0f} s on {args.device}")
         if args.save_videos:
+            from opensora.model_index import sampling_defaults
             from wfvae.video_io import VideoWriter, to_tensor
+
+            fps = sampling_defaults(args.model).get("fps", 8.0)
 
             os.makedirs(args.save_videos, exist_ok=True)
             for i, row in enumerate(report["rows"]):
                 name = os.path.join(args.save_videos, f"{i:03d}-{'ok' if row['ok'] else 'no'}.mp4")
-                with VideoWriter(name, fps=pipe.defaults.get("fps", 8)) as writer:
+                with VideoWriter(name, fps=fps) as writer:
                     writer.write(to_tensor(row.pop("video")))
         if args.json:
             for row in report["rows"]:
