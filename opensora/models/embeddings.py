@@ -10,7 +10,7 @@ Parameter names follow the published checkpoints (which use the diffusers module
 from __future__ import annotations
 
 import math
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from einops import rearrange
@@ -89,9 +89,37 @@ class AdaLNSingle(nn.Module):
         self.silu = nn.SiLU()
         self.linear = nn.Linear(hidden_size, 6 * hidden_size)
 
-    def forward(self, timestep: torch.Tensor, dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, timestep: torch.Tensor, dtype: torch.dtype,
+                extra: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """timestep (B,); extra (B, D) added to the timestep embedding (a pooled caption) or None."""
         embedded = self.emb(timestep, dtype)
+        if extra is not None:
+            embedded = embedded + extra
         return self.linear(self.silu(embedded)), embedded
+
+
+class PooledCaptionEmbedding(nn.Module):
+    """Masked mean of the caption features (B, L, C_text) -> Linear -> SiLU -> Linear -> (B, D).
+
+    The last layer starts at zero, so adding this to a trained model leaves its outputs unchanged at first.
+    """
+
+    def __init__(self, in_features: int, hidden_size: int):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_features, hidden_size)
+        self.act = nn.SiLU()
+        self.linear_2 = nn.Linear(hidden_size, hidden_size)
+        nn.init.zeros_(self.linear_2.weight)
+        nn.init.zeros_(self.linear_2.bias)
+
+    def forward(self, caption: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """caption (B, L, C_text); mask (B, L) or (B, 1, L), 1 = real token, or None (all real) -> (B, D)."""
+        if mask is None:
+            pooled = caption.mean(dim=1)
+        else:
+            weight = (mask.reshape(mask.shape[0], -1) != 0).to(caption.dtype)[..., None]     # (B, L, 1)
+            pooled = (caption * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
+        return self.linear_2(self.act(self.linear_1(pooled)))
 
 
 class CaptionProjection(nn.Module):

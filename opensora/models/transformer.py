@@ -4,6 +4,7 @@ A PixArt-style diffusion transformer over latent videos::
 
     latent (B, C, T, H, W) --patch embed--> tokens x (B, N, D),  N = T/pt * H/p * W/p in (t, h, w) order
     timestep (B,) --adaLN-single--> modulation (B, 6, D) shared by all blocks, embedding e (B, D)
+        (with ``pooled_text``, an MLP of the caption's masked mean is added to the timestep embedding first)
     caption (B, L, C_text) --projection--> context (B, L, D)
     num_layers x block:
         x = x + gate_msa * SelfAttn(modulate(LN(x), shift_msa, scale_msa))   # 3D RoPE; full or Skiparse
@@ -29,7 +30,8 @@ from .attention import key_bias, sdpa_attention
 from .checkpoint import (CONFIG_NAME, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME, check_state_dict,
                          read_weights, write_json_atomic, write_weights)
 from .config import OpenSoraT2VConfig
-from .embeddings import AdaLNSingle, CaptionProjection, PatchEmbed, RoPE3D, rope_tables, rotate
+from .embeddings import (AdaLNSingle, CaptionProjection, PatchEmbed, PooledCaptionEmbedding, RoPE3D, rope_tables,
+                         rotate)
 from .skiparse import skiparse_attention
 
 Rope = Tuple[torch.Tensor, torch.Tensor]
@@ -178,6 +180,7 @@ class OpenSoraT2V(nn.Module):
         self.pos_embed = PatchEmbed(c.in_channels, dim, c.patch_size, c.patch_size_t)
         self.caption_projection = CaptionProjection(c.caption_channels, dim)
         self.adaln_single = AdaLNSingle(dim)
+        self.pooled_caption = PooledCaptionEmbedding(c.caption_channels, dim) if c.pooled_text else None
         self.rope = RoPE3D(c.attention_head_dim, c.interpolation_scale_thw)
         self.transformer_blocks = nn.ModuleList([
             OpenSoraBlock(dim, c.num_attention_heads, c.attention_head_dim, c.activation_fn, c.attention_bias,
@@ -260,16 +263,18 @@ class OpenSoraT2V(nn.Module):
         dtype = self.dtype
         x = self.embed_latent(hidden_states.to(dtype))
 
-        timestep = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
-        modulation, embedded_timestep = self.adaln_single(timestep, dtype)
-        modulation = modulation.view(b, 6, -1)
-
         if encoder_hidden_states.ndim == 4:
             if encoder_hidden_states.shape[1] != 1:
                 raise ValueError(f"encoder_hidden_states of shape (B, 1, L, D) or (B, L, D) expected, "
                                  f"got {tuple(encoder_hidden_states.shape)}")
             encoder_hidden_states = encoder_hidden_states[:, 0]
-        context = self.caption_projection(encoder_hidden_states.to(dtype))
+        caption = encoder_hidden_states.to(dtype)
+        context = self.caption_projection(caption)
+
+        timestep = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
+        pooled = None if self.pooled_caption is None else self.pooled_caption(caption, encoder_attention_mask)
+        modulation, embedded_timestep = self.adaln_single(timestep, dtype, pooled)
+        modulation = modulation.view(b, 6, -1)
 
         keep = self.latent_keep(attention_mask, grid)
         context_bias = self.caption_bias(encoder_attention_mask, dtype)
