@@ -112,12 +112,12 @@ class PooledCaptionEmbedding(nn.Module):
         nn.init.zeros_(self.linear_2.weight)
         nn.init.zeros_(self.linear_2.bias)
 
-    def forward(self, caption: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """caption (B, L, C_text); mask (B, L) or (B, 1, L), 1 = real token, or None (all real) -> (B, D)."""
-        if mask is None:
+    def forward(self, caption: torch.Tensor, keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """caption (B, L, C_text); keep (B, L) boolean, True = real token, or None (all real) -> (B, D)."""
+        if keep is None:
             pooled = caption.mean(dim=1)
         else:
-            weight = (mask.reshape(mask.shape[0], -1) != 0).to(caption.dtype)[..., None]     # (B, L, 1)
+            weight = keep.to(caption.dtype)[..., None]                                      # (B, L, 1)
             pooled = (caption * weight).sum(dim=1) / weight.sum(dim=1).clamp_min(1.0)
         return self.linear_2(self.act(self.linear_1(pooled)))
 

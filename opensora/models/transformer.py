@@ -233,11 +233,15 @@ class OpenSoraT2V(nn.Module):
         return None if bool(keep.all()) else keep
 
     @staticmethod
-    def caption_bias(mask: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
-        """Text mask (B, 1, L) or (B, L) (1 = keep) -> additive bias (B, 1, 1, L); None when nothing is masked."""
-        if mask is None:
+    def caption_keep(mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """Text mask (B, 1, L) or (B, L) (1 = real token) -> boolean (B, L), or None when no mask is given."""
+        return None if mask is None else mask.reshape(mask.shape[0], -1) != 0
+
+    @staticmethod
+    def caption_bias(keep: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+        """Text keep mask (B, L) -> additive bias (B, 1, 1, L); None when nothing is masked."""
+        if keep is None:
             return None
-        keep = (mask.reshape(mask.shape[0], -1) != 0)
         return None if bool(keep.all()) else key_bias(keep, dtype)
 
     def forward(self, hidden_states: torch.Tensor, timestep: Union[torch.Tensor, float],
@@ -272,12 +276,13 @@ class OpenSoraT2V(nn.Module):
         context = self.caption_projection(caption)
 
         timestep = torch.as_tensor(timestep, device=x.device).reshape(-1).expand(b)
-        pooled = None if self.pooled_caption is None else self.pooled_caption(caption, encoder_attention_mask)
+        caption_keep = self.caption_keep(encoder_attention_mask)
+        pooled = None if self.pooled_caption is None else self.pooled_caption(caption, caption_keep)
         modulation, embedded_timestep = self.adaln_single(timestep, dtype, pooled)
         modulation = modulation.view(b, 6, -1)
 
         keep = self.latent_keep(attention_mask, grid)
-        context_bias = self.caption_bias(encoder_attention_mask, dtype)
+        context_bias = self.caption_bias(caption_keep, dtype)
         rope = self.rope(grid, x.device, dtype)
 
         if block_residuals is not None and len(block_residuals) != len(self.transformer_blocks):
