@@ -149,16 +149,3 @@ def test_lpips_random_backbone_and_missing_weights(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="vgg16-397923af.pth"):
         WFVAETraining(vae=WFVAEConfig(**TINY), perceptual="lpips", perceptual_weight=1.0)
     WFVAETraining(vae=WFVAEConfig(**TINY), perceptual="lpips", perceptual_weight=0.0)  # unused: no files needed
-
-
-@pytest.mark.parametrize("name", ["tiny", "s8", "l16"])
-def test_configs_parse(name, capsys):
-    from tools.train import main
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with pytest.raises(SystemExit) as exc:
-            main(["fit", "--config", os.path.join(REPO, "configs", "wfvae", f"{name}.yaml"), "--print_config"])
-    assert exc.value.code in (0, None)
-    out = capsys.readouterr().out
-    assert "wfvae.training.WFVAETraining" in out and "wfvae.data.VideoDataModule" in out
