@@ -8,11 +8,15 @@ Every prompt names a colour and a motion (:mod:`opensora.synthetic`); the video 
 :func:`opensora.synthetic.analyse_clip`, which finds the saturated object, its hue and how its centroid and area
 change. A sample is correct when both the colour and the motion match the prompt.
 
+:func:`caption_sensitivity` looks inside the denoiser instead: how much its prediction moves when only the colour,
+the shape or the motion words of a caption change -- a model that ignores its motion words scores ~0 there.
+
 :func:`vae_ceiling` runs the same checker on VAE reconstructions of rendered held-out clips: the best score a model
 decoding through that VAE can reach.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,7 +25,11 @@ from tqdm.auto import tqdm
 
 from wfvae.video_io import to_tensor, to_uint8
 
-from .synthetic import analyse_clip, heldout_triples, make_spec, render_clip
+from .synthetic import (COLOURS, SHAPES, analyse_clip, caption, heldout_triples, make_spec, render_clip,
+                        train_triples)
+
+# The motion a caption is switched to by :func:`caption_sensitivity`.
+OPPOSITE_MOTION = {"left": "right", "right": "left", "up": "down", "down": "up", "grow": "shrink", "shrink": "grow"}
 
 
 @torch.no_grad()
@@ -88,3 +96,45 @@ def vae_ceiling(vae, num_frames: int = 17, size: int = 96, per_triple: int = 2, 
             count += 1
     return {"colour_accuracy": colour_ok / count, "motion_accuracy": motion_ok / count, "accuracy": both / count,
             "num_clips": count}
+
+
+@torch.no_grad()
+def caption_sensitivity(pipe, timesteps: Sequence[int] = (300, 700, 900), num_captions: int = 8,
+                        seed: int = 0) -> Dict[int, Dict[str, float]]:
+    """How much the denoiser's prediction depends on each attribute of a caption, per timestep.
+
+    ``num_captions`` training captions (:func:`opensora.synthetic.caption` of random training triples) are each
+    varied in one attribute: the colour (the next palette colour), the shape (the next shape) or the motion (its
+    opposite, :data:`OPPOSITE_MOTION`); the template and word choices stay the same. At every timestep the denoiser
+    of ``pipe`` sees the same unit-Gaussian latents (B, C, t, h, w) of ``pipe.defaults``' size with the original
+    and with the varied captions, no guidance.
+
+    Returns ``{t: {"colour": rms, "shape": rms, "motion": rms}}``: the root-mean-square change of the prediction.
+    """
+    d = getattr(pipe, "defaults", {})
+    shape = pipe.latent_shape(num_captions, d.get("num_frames", 17), d.get("height", 96), d.get("width", 96))
+    triples, colours, shapes = train_triples(), list(COLOURS), list(SHAPES)
+    pick = np.random.default_rng(seed)
+    specs = [make_spec(*triples[int(pick.integers(len(triples)))], pick) for _ in range(num_captions)]
+    variants = {
+        "colour": lambda s: replace(s, colour=colours[(colours.index(s.colour) + 1) % len(colours)]),
+        "shape": lambda s: replace(s, shape=shapes[(shapes.index(s.shape) + 1) % len(shapes)]),
+        "motion": lambda s: replace(s, motion=OPPOSITE_MOTION[s.motion]),
+    }
+
+    def captions_of(spec_list):  # same random words for caption i of every variant
+        return [caption(s, np.random.default_rng([seed, i])) for i, s in enumerate(spec_list)]
+
+    texts = captions_of(specs) + [c for vary in variants.values() for c in captions_of([vary(s) for s in specs])]
+    embeds, mask = pipe.encode_prompt(texts, guidance=False)
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device, pipe.dtype)
+    rows = len(variants) + 1
+    model = pipe.transformer
+    out: Dict[int, Dict[str, float]] = {}
+    for t in timesteps:
+        timestep = torch.full((rows * num_captions,), float(t), device=pipe.device)
+        pred = model(latents.repeat(rows, 1, 1, 1, 1), timestep, encoder_hidden_states=embeds.unsqueeze(1),
+                     encoder_attention_mask=mask.unsqueeze(1))[:, :shape[1]].float()
+        base, *varied = pred.chunk(rows)
+        out[int(t)] = {name: float((v - base).pow(2).mean().sqrt()) for name, v in zip(variants, varied)}
+    return out

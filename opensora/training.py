@@ -8,6 +8,7 @@
 One step, for latents x0 (B, C, t, h, w) (VAE-encoded ``video`` or cached ``latents``) and caption features::
 
     t_i  ~ stratified: sample i of rank r (world W, batch B) in stratum [g, g+1) * 1000/(B W), g = r B + i
+           (optionally mapped to favour the noisier or cleaner steps, :func:`bias_timesteps`)
     v:    x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps,   target = sqrt(a_t) eps - sqrt(1 - a_t) x0
           (DDPM linear betas 1e-4..0.02 rescaled to zero terminal SNR, :func:`training_scheduler`)
           weight = min(snr_t, gamma) / (snr_t + 1)        # min-SNR-gamma for v-prediction, snr_t = a_t / (1 - a_t)
@@ -54,6 +55,29 @@ def stratified_timesteps(batch: int, rank: int = 0, world: int = 1, num_steps: i
     return ((index + u) * num_steps / total).float()
 
 
+def bias_timesteps(times: torch.Tensor, strategy: str = "none", multiplier: float = 1.0, portion: float = 0.25,
+                   num_steps: int = 1000) -> torch.Tensor:
+    """Map uniform times in [0, num_steps) to a density ``multiplier`` times higher on the ``portion`` of the range
+    that ``strategy`` names: ``"later"`` (the noisiest steps, near ``num_steps``), ``"earlier"`` (the cleanest)
+    or ``"none"`` (unchanged) -- diffusers' ``timestep_bias_*`` training options, as an inverse CDF: the map is
+    monotone, so stratified times stay stratified.
+    """
+    if strategy == "none" or multiplier == 1.0:
+        return times
+    if strategy not in ("later", "earlier"):
+        raise ValueError(f"timestep_bias_strategy must be 'none', 'later' or 'earlier', got {strategy!r}")
+    if multiplier <= 0 or not 0.0 < portion < 1.0:
+        raise ValueError(f"need timestep_bias_multiplier > 0 and 0 < timestep_bias_portion < 1, "
+                         f"got {multiplier} and {portion}")
+    u = times.double() / num_steps
+    if strategy == "earlier":
+        return num_steps - bias_timesteps((1 - u) * num_steps, "later", multiplier, portion, num_steps).double()
+    a = 1.0 - portion                          # the plain part [0, a) has density 1, [a, 1) density multiplier
+    mass = u * (a + multiplier * portion)
+    out = torch.where(mass < a, mass, a + (mass - a) / multiplier)
+    return (out * num_steps).clamp(0, num_steps * (1 - 1e-9)).to(times.dtype)
+
+
 def min_snr_weight(snr: torch.Tensor, gamma: Optional[float]) -> torch.Tensor:
     """Min-SNR-gamma weight of the v-prediction loss, ``min(snr, gamma) / (snr + 1)`` (1 when gamma is None)."""
     if gamma is None:
@@ -84,6 +108,9 @@ class DenoiserTraining(L.LightningModule):
         objective: ``"v"`` (v-prediction, zero-terminal-SNR DDPM) or ``"flow"`` (rectified flow).
         snr_gamma: min-SNR-gamma (v only; None: unweighted).
         stratified: stratified timesteps across ranks (else uniform).
+        timestep_bias_strategy, timestep_bias_multiplier, timestep_bias_portion: sample the ``"later"`` (noisier)
+            or ``"earlier"`` ``portion`` of the timesteps ``multiplier`` times more often (:func:`bias_timesteps`,
+            as diffusers' SDXL training options); ``"none"`` by default.
         ema_decay: EMA decay (None: no EMA).
         lr, weight_decay, betas, eps, warmup_steps: AdamW with linear warm-up.
         gradient_checkpointing: recompute the blocks in backward.
@@ -99,7 +126,8 @@ class DenoiserTraining(L.LightningModule):
                  inpaint: bool = False, vae: Optional[str] = None, text_encoder: Optional[str] = None,
                  max_text_length: int = 512, text_dtype: str = "float32", objective: str = "v",
                  snr_gamma: Optional[float] = 5.0,
-                 stratified: bool = True, ema_decay: Optional[float] = 0.9999, lr: float = 1e-5,
+                 stratified: bool = True, timestep_bias_strategy: str = "none",
+                 timestep_bias_multiplier: float = 1.0, timestep_bias_portion: float = 0.25, ema_decay: Optional[float] = 0.9999, lr: float = 1e-5,
                  weight_decay: float = 1e-2, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  warmup_steps: int = 0, gradient_checkpointing: bool = False, seed: int = 0,
                  export_dir: Optional[str] = None, cached_caption_dropout: float = 0.0):
@@ -107,6 +135,7 @@ class DenoiserTraining(L.LightningModule):
         self.save_hyperparameters()
         if objective not in ("v", "flow"):
             raise ValueError(f"objective must be 'v' or 'flow', got {objective!r}")
+        bias_timesteps(torch.zeros(1), timestep_bias_strategy, timestep_bias_multiplier, timestep_bias_portion)
         if (pretrained is None) == (model_config is None):
             raise ValueError("give exactly one of pretrained (a model folder) and model_config (a random model)")
         if pretrained is not None:
@@ -250,12 +279,16 @@ class DenoiserTraining(L.LightningModule):
 
     # ------------------------------------------------------------------ objective
     def timesteps(self, batch: int) -> torch.Tensor:
-        """(B,) continuous times in [0, 1000) (stratified across ranks, or uniform)."""
-        if self.hparams.stratified:
+        """(B,) continuous times in [0, 1000) (stratified across ranks, or uniform; then the timestep bias)."""
+        hp = self.hparams
+        if hp.stratified:
             world = self.trainer.world_size if self._trainer is not None else 1
             rank = self.trainer.global_rank if self._trainer is not None else 0
-            return stratified_timesteps(batch, rank, world).to(self.device)
-        return torch.rand(batch, device=self.device) * 1000
+            times = stratified_timesteps(batch, rank, world)
+        else:
+            times = torch.rand(batch) * 1000
+        return bias_timesteps(times, hp.timestep_bias_strategy, hp.timestep_bias_multiplier,
+                              hp.timestep_bias_portion).to(self.device)
 
     def diffusion_loss(self, batch: Dict[str, Any], model: Optional[torch.nn.Module] = None) -> torch.Tensor:
         model = model if model is not None else self.model

@@ -12,7 +12,7 @@ from conftest import DATA
 from opensora.data import OpenSoraDataModule
 from opensora.grad_clip import AdaptiveGradClip
 from opensora.models import OpenSoraT2V
-from opensora.training import DenoiserTraining, export, main, min_snr_weight, stratified_timesteps
+from opensora.training import DenoiserTraining, bias_timesteps, export, main, min_snr_weight, stratified_timesteps
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CONFIG = dict(num_attention_heads=2, attention_head_dim=12, cross_attention_dim=24, in_channels=4, out_channels=4,
@@ -33,6 +33,26 @@ def test_min_snr_weight_and_stratified_timesteps():
     g = torch.Generator().manual_seed(0)
     t = torch.cat([stratified_timesteps(4, rank, 2, generator=g) for rank in range(2)])
     assert ((t >= torch.arange(8) * 125) & (t < (torch.arange(8) + 1) * 125)).all()
+
+
+def test_timestep_bias_favours_the_named_portion_and_keeps_strata():
+    u = (torch.arange(100000, dtype=torch.float64) + 0.5) / 100  # uniform grid over [0, 1000)
+    assert torch.equal(bias_timesteps(u, "none", 3.0), u) and torch.equal(bias_timesteps(u, "later", 1.0), u)
+    later = bias_timesteps(u, "later", 3.0, 0.5)
+    assert (later.diff() > 0).all() and later.min() >= 0 and later.max() < 1000           # monotone: strata kept
+    assert abs((later >= 500).double().mean().item() - 0.75) < 1e-3                      # 3 * 0.5 / (0.5 + 3 * 0.5)
+    # density ratio 3 between the two halves, each half uniform inside
+    assert abs((later >= 750).double().mean().item() - 0.375) < 1e-3
+    earlier = bias_timesteps(u, "earlier", 4.0, 0.25)
+    assert abs((earlier < 250).double().mean().item() - 4 * 0.25 / (0.75 + 4 * 0.25)) < 1e-3
+    module = DenoiserTraining(model_config=CONFIG, timestep_bias_strategy="later", timestep_bias_multiplier=3.0,
+                              timestep_bias_portion=0.5, ema_decay=None)
+    t = module.timesteps(4000)
+    assert abs((t >= 500).float().mean().item() - 0.75) < 1e-3                           # stratified: exact-ish
+    with pytest.raises(ValueError, match="timestep_bias_strategy"):
+        DenoiserTraining(model_config=CONFIG, timestep_bias_strategy="middle", timestep_bias_multiplier=2.0)
+    with pytest.raises(ValueError, match="portion"):
+        bias_timesteps(u, "later", 2.0, 1.5)
 
 
 @pytest.mark.parametrize("objective,inpaint", [("v", False), ("flow", False), ("v", True)])

@@ -157,3 +157,21 @@ def test_cache_command_writes_every_sample(tmp_path, capsys):
     assert torch.equal(pair[0]["latents"], pair[1]["latents"])
     assert not torch.equal(pair[0]["text_embeds"], pair[1]["text_embeds"])
     assert training_main(["cache", "--config", str(tmp_path / "missing.yaml"), str(tmp_path / "c2")]) == 2
+
+
+def test_eval_prompts_cli_sensitivity_only_and_bad_input(shared_model, tmp_path, capsys):
+    from tools.eval_prompts import main as eval_main
+
+    out = tmp_path / "report.json"
+    assert eval_main([shared_model, "--num", "0", "--sensitivity", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "caption sensitivity" in printed and "t=700" in printed and "motion" in printed
+    report = json.loads(out.read_text())
+    assert report["rows"] == [] and set(report["caption_sensitivity"]) == {"300", "700", "900"}
+    assert all(v >= 0 for row in report["caption_sensitivity"].values() for v in row.values())
+    for argv, match in [([shared_model, "--num", "0"], "--num 0 samples nothing"),
+                        ([str(tmp_path / "nope")], "model folder not found"),
+                        ([shared_model, "--num", "-1"], "--num must be >= 0")]:
+        assert eval_main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and match in err and err.count("\n") == 1

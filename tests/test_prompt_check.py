@@ -71,3 +71,54 @@ def test_vae_ceiling_runs_the_checker_on_reconstructions():
     assert vae_ceiling(Identity(), 9, 48, per_triple=1)["accuracy"] == 1.0
     random_vae = vae_ceiling(make_tiny_vae().eval(), 5, 32, per_triple=1)  # a random VAE loses the object
     assert random_vae["num_clips"] == 18 and random_vae["accuracy"] < 0.5
+
+
+class BagOfWordsPipe:
+    """A stand-in pipeline: captions become one-hot word vectors; the "denoiser" adds a projection of the words it
+    is allowed to ``read`` (colour, shape or motion vocabulary) to its latents."""
+
+    def __init__(self, read):
+        from opensora.synthetic import COLOURS, MOTION_PHRASES, SHAPES
+
+        groups = {"colour": set(COLOURS), "shape": {n for ns in SHAPES.values() for n in ns},
+                  "motion": {w for ps in MOTION_PHRASES.values() for p in ps for w in p.split()}}
+        self.vocab = sorted(set().union(*groups.values()))
+        weight = torch.randn(4, len(self.vocab), generator=torch.Generator().manual_seed(0))
+        keep = torch.tensor([w in set().union(*(groups[g] for g in read)) for w in self.vocab])
+        self.transformer = self.Denoiser(weight * keep)
+        self.defaults, self.device, self.dtype = {"num_frames": 5, "height": 16, "width": 16}, "cpu", torch.float32
+
+    class Denoiser(torch.nn.Module):
+        def __init__(self, weight):
+            super().__init__()
+            self.weight = weight
+
+        def forward(self, x, t, encoder_hidden_states, encoder_attention_mask):
+            words = encoder_hidden_states[:, 0].sum(1)                                   # (B, V)
+            return x + (words @ self.weight.T)[:, :, None, None, None] * (1 + t[:, None, None, None, None] / 1000)
+
+    def latent_shape(self, batch, num_frames, height, width):
+        return batch, 4, 1 + (num_frames - 1) // 4, height // 8, width // 8
+
+    def encode_prompt(self, texts, guidance=True):
+        assert not guidance
+        rows = [[self.vocab.index(w) for w in text.split() if w in self.vocab] for text in texts]
+        length = max(len(r) for r in rows)
+        embeds, mask = torch.zeros(len(texts), length, len(self.vocab)), torch.zeros(len(texts), length)
+        for i, r in enumerate(rows):
+            embeds[i, torch.arange(len(r)), r] = 1
+            mask[i, :len(r)] = 1
+        return embeds, mask
+
+
+@pytest.mark.parametrize("read", [("colour",), ("motion",), ("shape", "motion")])
+def test_caption_sensitivity_sees_exactly_the_words_a_model_reads(read):
+    from opensora.prompt_check import caption_sensitivity
+
+    result = caption_sensitivity(BagOfWordsPipe(read), timesteps=(100, 900), num_captions=6)
+    assert set(result) == {100, 900}
+    for t, row in result.items():
+        assert set(row) == {"colour", "shape", "motion"}
+        for attribute, rms in row.items():
+            assert (rms > 0.05) if attribute in read else (rms == 0.0), (t, attribute, rms)
+    assert result[900][read[0]] > result[100][read[0]]   # the stand-in's dependence grows with t

@@ -1,6 +1,7 @@
 """Prompt-following accuracy of a text-to-video model on held-out synthetic prompts (colour + motion).
 
     python tools/eval_prompts.py assets/models/opensora-t2v [--num 36] [--json report.json] [--save-videos DIR]
+    python tools/eval_prompts.py assets/models/opensora-t2v --sensitivity      # does it read each caption word?
 """
 import argparse
 import json
@@ -16,7 +17,8 @@ from wfvae.cli import ErrorParser, UsageError  # noqa: E402
 def main(argv=None) -> int:
     p = ErrorParser(prog="eval_prompts", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="model folder (pipeline layout or model_index.json)")
-    p.add_argument("--num", type=int, default=36, help="held-out prompts (opensora.synthetic.eval_prompts)")
+    p.add_argument("--num", type=int, default=36,
+                   help="held-out prompts (opensora.synthetic.eval_prompts); 0 with --sensitivity or --ceiling only")
     p.add_argument("--tuning", action="store_true",
                    help="prompts of TRAINING triples instead (opensora.synthetic.tuning_prompts), for choosing "
                         "--steps/--guidance without touching the held-out prompts")
@@ -29,14 +31,19 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--ceiling", action="store_true",
                    help="also score VAE reconstructions of rendered held-out clips (the best reachable)")
+    p.add_argument("--sensitivity", action="store_true",
+                   help="also print how much the denoiser's prediction changes when only the colour, shape or "
+                        "motion of a caption changes (opensora.prompt_check.caption_sensitivity)")
     try:
         args = p.parse_args(argv)
-        if args.num < 1 or args.batch_size < 1:
-            raise UsageError("--num and --batch-size must be >= 1")
+        if args.num < 0 or args.batch_size < 1:
+            raise UsageError("--num must be >= 0 and --batch-size >= 1")
+        if args.num == 0 and not (args.sensitivity or args.ceiling):
+            raise UsageError("--num 0 samples nothing: give --sensitivity or --ceiling, or --num >= 1")
         if not os.path.isdir(args.model):
             raise UsageError(f"model folder not found: {args.model}")
         from opensora.pipeline import OpenSoraPipeline
-        from opensora.prompt_check import evaluate, format_report, vae_ceiling
+        from opensora.prompt_check import caption_sensitivity, evaluate, format_report, vae_ceiling
         from opensora.synthetic import eval_prompts, tuning_prompts
 
         start = time.time()
@@ -49,16 +56,23 @@ def main(argv=None) -> int:
             extra["num_inference_steps"] = args.steps
         if args.guidance is not None:
             extra["guidance_scale"] = args.guidance
-        prompts = tuning_prompts(args.num) if args.tuning else eval_prompts(args.num)
-        report = evaluate(pipe, prompts, seed=args.seed, batch_size=args.batch_size,
-                          keep_videos=args.save_videos is not None, **extra)
-        print(format_report(report))
+        report: dict = {"rows": []}
+        if args.num:
+            prompts = tuning_prompts(args.num) if args.tuning else eval_prompts(args.num)
+            report = evaluate(pipe, prompts, seed=args.seed, batch_size=args.batch_size,
+                              keep_videos=args.save_videos is not None, **extra)
+            print(format_report(report))
         if args.ceiling:
             d = pipe.defaults
             report["vae_ceiling"] = vae_ceiling(pipe.vae, d.get("num_frames", 17), d.get("height", 96))
             c = report["vae_ceiling"]
             print(f"VAE ceiling (reconstructed renders): colour {c['colour_accuracy']:.1%}  motion "
                   f"{c['motion_accuracy']:.1%}  both {c['accuracy']:.1%}  ({c['num_clips']} clips)")
+        if args.sensitivity:
+            report["caption_sensitivity"] = caption_sensitivity(pipe)
+            print("caption sensitivity (RMS change of the prediction when one attribute of the caption changes)")
+            for t, row in report["caption_sensitivity"].items():
+                print(f"  t={t:<4} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
         print(f"{args.model}: {time.time() - start:.0f} s on {args.device}")
         if args.save_videos:
             from opensora.model_index import sampling_defaults
