@@ -62,20 +62,22 @@ def bias_timesteps(times: torch.Tensor, strategy: str = "none", multiplier: floa
     or ``"none"`` (unchanged) -- diffusers' ``timestep_bias_*`` training options, as an inverse CDF: the map is
     monotone, so stratified times stay stratified.
     """
-    if strategy == "none" or multiplier == 1.0:
-        return times
-    if strategy not in ("later", "earlier"):
+    if strategy not in ("none", "later", "earlier"):
         raise ValueError(f"timestep_bias_strategy must be 'none', 'later' or 'earlier', got {strategy!r}")
     if multiplier <= 0 or not 0.0 < portion < 1.0:
         raise ValueError(f"need timestep_bias_multiplier > 0 and 0 < timestep_bias_portion < 1, "
                          f"got {multiplier} and {portion}")
+    if strategy == "none" or multiplier == 1.0:
+        return times
     u = times.double() / num_steps
-    if strategy == "earlier":
-        return num_steps - bias_timesteps((1 - u) * num_steps, "later", multiplier, portion, num_steps).double()
+    if strategy == "earlier":                  # the mirror image of "later"
+        u = 1 - u
     a = 1.0 - portion                          # the plain part [0, a) has density 1, [a, 1) density multiplier
     mass = u * (a + multiplier * portion)
     out = torch.where(mass < a, mass, a + (mass - a) / multiplier)
-    return (out * num_steps).clamp(0, num_steps * (1 - 1e-9)).to(times.dtype)
+    if strategy == "earlier":
+        out = 1 - out
+    return (out.clamp(0, 1 - 1e-9) * num_steps).to(times.dtype)
 
 
 def min_snr_weight(snr: torch.Tensor, gamma: Optional[float]) -> torch.Tensor:
@@ -127,7 +129,8 @@ class DenoiserTraining(L.LightningModule):
                  max_text_length: int = 512, text_dtype: str = "float32", objective: str = "v",
                  snr_gamma: Optional[float] = 5.0,
                  stratified: bool = True, timestep_bias_strategy: str = "none",
-                 timestep_bias_multiplier: float = 1.0, timestep_bias_portion: float = 0.25, ema_decay: Optional[float] = 0.9999, lr: float = 1e-5,
+                 timestep_bias_multiplier: float = 1.0, timestep_bias_portion: float = 0.25,
+                 ema_decay: Optional[float] = 0.9999, lr: float = 1e-5,
                  weight_decay: float = 1e-2, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  warmup_steps: int = 0, gradient_checkpointing: bool = False, seed: int = 0,
                  export_dir: Optional[str] = None, cached_caption_dropout: float = 0.0):
@@ -135,7 +138,8 @@ class DenoiserTraining(L.LightningModule):
         self.save_hyperparameters()
         if objective not in ("v", "flow"):
             raise ValueError(f"objective must be 'v' or 'flow', got {objective!r}")
-        bias_timesteps(torch.zeros(1), timestep_bias_strategy, timestep_bias_multiplier, timestep_bias_portion)
+        bias_timesteps(torch.zeros(1), timestep_bias_strategy, timestep_bias_multiplier,
+                       timestep_bias_portion)  # checks the three settings now rather than at the first step
         if (pretrained is None) == (model_config is None):
             raise ValueError("give exactly one of pretrained (a model folder) and model_config (a random model)")
         if pretrained is not None:
