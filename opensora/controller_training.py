@@ -27,12 +27,15 @@ paths/config); ``export_dir`` receives ``StructureController.save_pretrained`` a
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, List, Optional
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+
+from wfvae.training import lr_multiplier
 
 from .control import make_control
 from .models import OpenSoraT2V, OpenSoraT2VConfig, StructureController, StructureControllerConfig
@@ -119,8 +122,8 @@ class StructureControllerTraining(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.AdamW(self.controller.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        warmup = max(int(hp.warmup_steps), 0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, functools.partial(lr_multiplier, warmup_steps=max(int(hp.warmup_steps), 0)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_train_end(self) -> None:

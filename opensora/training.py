@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import sys
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Literal, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
+
+from wfvae.training import lr_multiplier
 
 from .controller_training import training_scheduler
 from .masks import compress_mask, condition_noise
@@ -114,7 +117,9 @@ class DenoiserTraining(L.LightningModule):
             or ``"earlier"`` ``portion`` of the timesteps ``multiplier`` times more often (:func:`bias_timesteps`,
             as diffusers' SDXL training options); ``"none"`` by default.
         ema_decay: EMA decay (None: no EMA).
-        lr, weight_decay, betas, eps, warmup_steps: AdamW with linear warm-up.
+        lr, weight_decay, betas, eps: AdamW.
+        warmup_steps, lr_schedule, min_lr_ratio: linear warm-up, then a constant rate or a cosine down to
+            ``min_lr_ratio * lr`` at ``trainer.max_steps`` (:func:`wfvae.training.lr_multiplier`).
         gradient_checkpointing: recompute the blocks in backward.
         export_dir: ``save_pretrained`` of the EMA (else the model) at the end of ``fit``.
         cached_caption_dropout: for batches with cached ``text_embeds`` (a latent cache), the probability of
@@ -132,7 +137,8 @@ class DenoiserTraining(L.LightningModule):
                  timestep_bias_multiplier: float = 1.0, timestep_bias_portion: float = 0.25,
                  ema_decay: Optional[float] = 0.9999, lr: float = 1e-5,
                  weight_decay: float = 1e-2, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 warmup_steps: int = 0, gradient_checkpointing: bool = False, seed: int = 0,
+                 warmup_steps: int = 0, lr_schedule: Literal["constant", "cosine"] = "constant",
+                 min_lr_ratio: float = 0.0, gradient_checkpointing: bool = False, seed: int = 0,
                  export_dir: Optional[str] = None, cached_caption_dropout: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
@@ -140,6 +146,7 @@ class DenoiserTraining(L.LightningModule):
             raise ValueError(f"objective must be 'v' or 'flow', got {objective!r}")
         bias_timesteps(torch.zeros(1), timestep_bias_strategy, timestep_bias_multiplier,
                        timestep_bias_portion)  # checks the three settings now rather than at the first step
+        lr_multiplier(0, schedule=lr_schedule)  # checks the schedule name now
         if (pretrained is None) == (model_config is None):
             raise ValueError("give exactly one of pretrained (a model folder) and model_config (a random model)")
         if pretrained is not None:
@@ -205,8 +212,10 @@ class DenoiserTraining(L.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas),
                                       eps=hp.eps)
-        warmup = max(int(hp.warmup_steps), 0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / (warmup + 1)))
+        total = self.trainer.max_steps if self._trainer is not None else None
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+            lr_multiplier, warmup_steps=max(int(hp.warmup_steps), 0), schedule=hp.lr_schedule, total_steps=total,
+            min_ratio=hp.min_lr_ratio))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_train_end(self) -> None:

@@ -12,6 +12,7 @@ from conftest import DATA
 from opensora.data import OpenSoraDataModule
 from opensora.grad_clip import AdaptiveGradClip
 from opensora.models import OpenSoraT2V
+from wfvae.training import lr_multiplier
 from opensora.training import DenoiserTraining, bias_timesteps, export, main, min_snr_weight, stratified_timesteps
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -53,6 +54,34 @@ def test_timestep_bias_favours_the_named_portion_and_keeps_strata():
         DenoiserTraining(model_config=CONFIG, timestep_bias_strategy="middle", timestep_bias_multiplier=2.0)
     with pytest.raises(ValueError, match="portion"):
         bias_timesteps(u, "later", 2.0, 1.5)
+
+
+def test_lr_multiplier_warms_up_then_anneals():
+    assert [lr_multiplier(s, 4) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    cos = [lr_multiplier(s, 2, "cosine", 12, 0.1) for s in range(14)]
+    assert cos[:3] == [0.5, 1.0, 1.0] and abs(cos[7] - 0.55) < 1e-12 and cos[12] == cos[13] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(cos[2:], cos[3:]))                 # never rises after the warm-up
+    assert lr_multiplier(50, 2, "cosine", -1, 0.1) == 1.0                  # no max_steps: stays constant
+    with pytest.raises(ValueError, match="lr schedule"):
+        DenoiserTraining(model_config=CONFIG, lr_schedule="linear")
+
+
+def test_cosine_schedule_reaches_the_floor_at_max_steps(tmp_path):
+    seen = []
+
+    class Lrs(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    module = DenoiserTraining(model_config=CONFIG, lr=1e-3, ema_decay=None, warmup_steps=2, lr_schedule="cosine",
+                              min_lr_ratio=0.1)
+    trainer = L.Trainer(accelerator="cpu", max_steps=6, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        callbacks=[Lrs()])
+    trainer.fit(module, DataLoader(Latents(), batch_size=2))
+    assert seen == pytest.approx([1e-3 * lr_multiplier(s, 2, "cosine", 6, 0.1) for s in range(6)])
+    assert seen[:3] == pytest.approx([5e-4, 1e-3, 1e-3]) and seen[5] < seen[4] < seen[3] < seen[2]
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == pytest.approx(1e-4)
 
 
 @pytest.mark.parametrize("objective,inpaint", [("v", False), ("flow", False), ("v", True)])

@@ -40,6 +40,21 @@ from .model import WFVAEConfig
 from .vae import WFVAE
 
 
+def lr_multiplier(step: int, warmup_steps: int = 0, schedule: str = "constant", total_steps: Optional[int] = None,
+                  min_ratio: float = 0.0) -> float:
+    """Learning-rate multiplier at optimiser step ``step``: linear warm-up over ``warmup_steps``, then constant or
+    (``schedule="cosine"``) a cosine from 1 down to ``min_ratio`` at ``total_steps``. Without a positive
+    ``total_steps`` beyond the warm-up (a trainer with ``max_steps: -1``) the cosine stays at 1."""
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant" or total_steps is None or total_steps <= warmup_steps:
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
 class WFVAETraining(L.LightningModule):
     """Trains a :class:`wfvae.WFVAE`.
 
@@ -107,16 +122,10 @@ class WFVAETraining(L.LightningModule):
         return self.ema.module if self.ema is not None else self.vae
 
     def lr_factor(self, step: int) -> float:
-        """Multiplier of the base learning rates at ``step``: linear warm-up, then constant or cosine (the cosine
-        needs ``trainer.max_steps``; without it the rate stays constant after the warm-up)."""
+        """Multiplier of the base learning rates at ``step`` (:func:`lr_multiplier` over ``trainer.max_steps``)."""
         hp = self.hparams
-        if hp.warmup_steps > 0 and step < hp.warmup_steps:
-            return (step + 1) / hp.warmup_steps
-        total = self.trainer.max_steps if self._trainer is not None else -1
-        if hp.lr_schedule == "constant" or total is None or total <= hp.warmup_steps:
-            return 1.0
-        progress = min(1.0, (step - hp.warmup_steps) / max(1, total - hp.warmup_steps))
-        return hp.min_lr_ratio + (1 - hp.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        total = self.trainer.max_steps if self._trainer is not None else None
+        return lr_multiplier(step, hp.warmup_steps, hp.lr_schedule, total, hp.min_lr_ratio)
 
     def _set_lr(self, optimizer, base_lr: float) -> float:
         lr = base_lr * self.lr_factor(self.global_step)
