@@ -12,8 +12,8 @@ from conftest import DATA
 from opensora.data import OpenSoraDataModule
 from opensora.grad_clip import AdaptiveGradClip
 from opensora.models import OpenSoraT2V
-from wfvae.training import lr_multiplier
 from opensora.training import DenoiserTraining, bias_timesteps, export, main, min_snr_weight, stratified_timesteps
+from wfvae.training import lr_multiplier
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CONFIG = dict(num_attention_heads=2, attention_head_dim=12, cross_attention_dim=24, in_channels=4, out_channels=4,
