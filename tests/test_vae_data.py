@@ -121,3 +121,30 @@ def test_loader_shards_over_ranks(media):
     assert len(dm.train_dataloader()) == 20
     dm.trainer = FakeTrainer()
     assert len(dm.train_dataloader()) == 10  # rank 1 of 2 gets half of the batches
+
+
+def test_scene_cut_augmentation(media, tmp_path):
+    """cut_prob: a suffix of frames k >= 1 comes from another video; never in validation or at cut_prob 0."""
+    import random
+    flat = str(tmp_path / "flat.mp4")
+    with VideoWriter(flat, fps=10, lossless=True) as writer:  # every frame value 240 (index 24 in _frame_values)
+        writer.write(torch.full((3, 12, 24, 32), 240 / 127.5 - 1.0))
+    files = [str(media / "a.mp4"), flat]
+    random.seed(0)
+    cuts = set()
+    ds = VideoClipDataset(files, num_frames=9, resolution=16, cut_prob=1.0)
+    for _ in range(24):
+        values = _frame_values(ds[0]["video"])
+        k = next((i for i, v in enumerate(values) if v == 24), None)
+        if k is not None:  # the other video was the flat one: the cut is a suffix, after the first frame
+            assert k >= 1 and all(v == 24 for v in values[k:])
+            cuts.add(k)
+        breaks = sum(b - a != 1 for a, b in zip(values[:k], values[1:k]))
+        assert breaks == 0 if k is not None else breaks <= 1  # other = a.mp4 itself: one jump to another window
+    assert len(cuts) >= 3  # the cut frame is random
+    for kwargs in ({"cut_prob": 0.0}, {"cut_prob": 1.0, "train": False}):
+        plain = VideoClipDataset(files, num_frames=9, resolution=16, **kwargs)
+        for _ in range(8):
+            assert 24 not in _frame_values(plain[0]["video"])
+    with pytest.raises(ValueError, match="cut_prob"):
+        VideoClipDataset(files, cut_prob=1.5)

@@ -118,9 +118,11 @@ class VideoClipDataset(Dataset):
     def __init__(self, files: Sequence[str], num_frames: int = 17, sample_rate: int = 1,
                  dynamic_sample: bool = False, resolution: int = 256, crop_size: Optional[int] = None,
                  min_resolution: Optional[int] = None, train: bool = True, hflip: bool = True,
-                 length: Optional[int] = None):
+                 length: Optional[int] = None, cut_prob: float = 0.0):
         if num_frames < 1 or sample_rate < 1:
             raise ValueError("num_frames and sample_rate must be >= 1")
+        if not 0.0 <= cut_prob <= 1.0:
+            raise ValueError(f"cut_prob must be in [0, 1], got {cut_prob}")
         self.files = list(files)
         self.num_frames, self.sample_rate, self.dynamic_sample = num_frames, sample_rate, dynamic_sample
         self.resolution, self.crop_size = resolution, crop_size or resolution
@@ -130,6 +132,8 @@ class VideoClipDataset(Dataset):
         self.train, self.hflip = train, hflip and train
         self.length = length or len(self.files)
         self.kinds = ["image" if is_image(p) else "video" for p in self.files]
+        self.cut_prob = cut_prob if train else 0.0
+        self.video_files = [p for p, kind in zip(self.files, self.kinds) if kind == "video"]
         self.skipped: Dict[str, str] = {}
 
     def __len__(self) -> int:
@@ -145,7 +149,22 @@ class VideoClipDataset(Dataset):
         except (VideoReadError, OSError, RuntimeError, ValueError) as exc:
             self._skip(path, exc)
             return None
-        return {"video": self._transform(frames), "path": path}
+        video = self._transform(frames)
+        if video.shape[1] > 1 and self.cut_prob > 0 and random.random() < self.cut_prob:
+            video = self._cut(video)
+        return {"video": video, "path": path}
+
+    def _cut(self, video: torch.Tensor) -> torch.Tensor:
+        """``video`` (3, T, c, c) with frames ``k:`` replaced by another video's window, k random in [1, T-1]
+        (unchanged when the other file cannot be read)."""
+        other = random.choice(self.video_files)
+        try:
+            second = self._transform(self._read(other))
+        except (VideoReadError, OSError, RuntimeError, ValueError) as exc:
+            self._skip(other, exc)
+            return video
+        k = random.randint(1, video.shape[1] - 1)
+        return torch.cat([video[:, :k], second[:, k:]], dim=1)
 
     def _skip(self, path: str, exc: BaseException) -> None:
         first = path not in self.skipped
@@ -287,6 +306,7 @@ class VideoDataModule(L.LightningDataModule):
             per file, useful with few long videos).
         val_max_files: use at most this many validation files (the first by path hash).
         seed: shuffling seed of the batch sampler.
+        cut_prob: probability that a training video clip contains a hard scene cut (see the module docstring).
     """
 
     def __init__(self, data: List[str], val_data: Optional[List[str]] = None, val_fraction: float = 0.0,
@@ -295,7 +315,7 @@ class VideoDataModule(L.LightningDataModule):
                  crop_size: Optional[int] = None, val_num_frames: Optional[int] = None,
                  val_resolution: Optional[int] = None, batch_size: int = 1, val_batch_size: int = 1,
                  num_workers: int = 2, samples_per_epoch: Optional[int] = None, val_max_files: Optional[int] = None,
-                 seed: int = 0):
+                 seed: int = 0, cut_prob: float = 0.0):
         super().__init__()
         self.save_hyperparameters()
         self.train_set = self.val_set = None
@@ -313,7 +333,7 @@ class VideoDataModule(L.LightningDataModule):
         val = sorted(val, key=lambda f: hashlib.sha1(f[1].encode()).hexdigest())[: hp.val_max_files]
         self.train_set = VideoClipDataset([f[0] for f in train], hp.num_frames, hp.sample_rate, hp.dynamic_sample,
                                           hp.resolution, hp.crop_size, hp.min_resolution, train=True,
-                                          length=hp.samples_per_epoch)
+                                          length=hp.samples_per_epoch, cut_prob=hp.cut_prob)
         vres = hp.val_resolution or hp.crop_size or hp.resolution
         self.val_set = VideoClipDataset([f[0] for f in val], hp.val_num_frames or hp.num_frames, hp.sample_rate,
                                         False, vres, vres, train=False) if val else None
