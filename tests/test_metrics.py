@@ -78,10 +78,13 @@ def test_eval_cli(tmp_path, capsys):
     assert "protocol: 5 frames" in printed and "PSNR" in printed and "skipped" in printed
     result = json.load(open(out))
     assert result["count"] == 1 and result["protocol"]["size"] == 32 and len(result["skipped"]) == 1
-    assert set(result["videos"][0]) == {"path", "psnr", "ssim"}
+    row = result["videos"][0]
+    assert set(row) == {"path", "psnr", "ssim", "frame_psnr"} and len(row["frame_psnr"]) == 5
+    assert sum(row["frame_psnr"]) / 5 == pytest.approx(row["psnr"], abs=1e-3)
+    assert not os.path.exists(out + ".tmp")
     assert result["mean"]["psnr"] == pytest.approx(result["videos"][0]["psnr"])
     for argv in ([model, video, "--frames", "6"], [str(tmp_path / "nomodel"), video], [model, video, "--fvd"],
-                 [model, str(tmp_path / "missing.mp4")], [model, str(broken), "--frames", "5", "--size", "32"]):
+                 [model, str(tmp_path / "missing.mp4")], [model, video, "--json", str(tmp_path / "no" / "r.json")], [model, str(broken), "--frames", "5", "--size", "32"]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:"), err

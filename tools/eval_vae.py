@@ -6,7 +6,7 @@
 MODEL is a release folder (``config.json`` + safetensors), a weights file, or a training checkpoint (.ckpt of
 ``tools/train.py``; EMA weights). Prints the protocol, a table of PSNR / SSIM (and LPIPS with ``--lpips``, which
 needs the VGG16 + LPIPS weights, see ``wfvae/lpips.py``) per video with the mean, and writes the same as JSON with
-``--json``. ``--i3d PATH`` (a TorchScript I3D, see ``wfvae.evaluation.load_i3d``) adds FVD over the whole set;
+``--json`` (each row with its per-frame PSNR, ``frame_psnr``: a scene cut or a bad first frame shows there). ``--i3d PATH`` (a TorchScript I3D, see ``wfvae.evaluation.load_i3d``) adds FVD over the whole set;
 ``--fvd`` without ``--i3d`` is an error. Bad input: one ``error:`` line, exit code 2.
 """
 import argparse
@@ -46,6 +46,8 @@ def main(argv=None) -> int:
         protocol.check()
         if args.fvd and not args.i3d:
             raise ValueError("FVD needs I3D weights: pass --i3d PATH (a TorchScript I3D feature extractor)")
+        if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
+            raise ValueError(f"--json {args.json}: its folder does not exist; create it or pick another path")
         paths = [f[0] for f in collect_files(args.inputs)]
         if not paths:
             raise ValueError(f"no videos found in {' '.join(args.inputs)}")
@@ -69,8 +71,10 @@ def main(argv=None) -> int:
     print(format_table(result))
     if args.json:
         result["protocol_text"] = protocol.describe()
-        with open(args.json, "w") as fh:
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as fh:
             json.dump(result, fh, indent=2)
+        os.replace(tmp, args.json)
     return 0
 
 

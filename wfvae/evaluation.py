@@ -107,7 +107,8 @@ def evaluate(vae: WFVAE, paths: Sequence[str], protocol: Protocol, lpips: Option
              on_result: Optional[Callable[[dict], None]] = None) -> Dict:
     """Evaluate every path; returns ``{"protocol": {...}, "videos": [rows], "mean": {...}, "skipped": [...]}``.
 
-    A row: ``{"path", "psnr", "ssim"[, "lpips"]}``; unreadable or too-short videos go to ``skipped`` with the
+    A row: ``{"path", "psnr", "ssim", "frame_psnr"[, "lpips"]}`` (``frame_psnr``: the T per-frame values whose
+    mean is ``psnr``); unreadable or too-short videos go to ``skipped`` with the
     reason. ``mean`` averages each metric over the evaluated videos, and holds ``fvd`` when ``i3d`` is given.
     """
     protocol.check(vae)
@@ -122,7 +123,9 @@ def evaluate(vae: WFVAE, paths: Sequence[str], protocol: Protocol, lpips: Option
             continue
         rec = reconstruct(vae, clip, protocol.latent_chunk)
         x, y = clip.unsqueeze(0), rec.unsqueeze(0)
-        row = {"path": path, "psnr": float(frame_psnr(x, y).mean()), "ssim": float(frame_ssim(x, y).mean())}
+        per_frame = frame_psnr(x, y)[0]
+        row = {"path": path, "psnr": float(per_frame.mean()), "ssim": float(frame_ssim(x, y).mean()),
+               "frame_psnr": [round(float(v), 3) for v in per_frame]}
         if lpips is not None:
             with torch.no_grad():
                 dev = next(lpips.buffers()).device
