@@ -7,7 +7,8 @@ MODEL is a release folder (``config.json`` + safetensors), a weights file, or a 
 ``tools/train.py``; EMA weights). Prints the protocol, a table of PSNR / SSIM (and LPIPS with ``--lpips``, which
 needs the VGG16 + LPIPS weights, see ``wfvae/lpips.py``) per video with the mean, and writes the same as JSON with
 ``--json`` (each row with its per-frame PSNR, ``frame_psnr``: a scene cut or a bad first frame shows there).
-``--i3d PATH`` (a TorchScript I3D, see ``wfvae.evaluation.load_i3d``) adds FVD over the whole set; ``--fvd`` without ``--i3d`` is an error. Bad input: one ``error:`` line, exit code 2.
+``--i3d PATH`` (a TorchScript I3D, see ``wfvae.evaluation.load_i3d``) adds FVD over the whole set; ``--fvd`` without
+``--i3d`` is an error. Bad input: one ``error:`` line, exit code 2.
 """
 import argparse
 import json
