@@ -84,7 +84,8 @@ def test_eval_cli(tmp_path, capsys):
     assert not os.path.exists(out + ".tmp")
     assert result["mean"]["psnr"] == pytest.approx(result["videos"][0]["psnr"])
     for argv in ([model, video, "--frames", "6"], [str(tmp_path / "nomodel"), video], [model, video, "--fvd"],
-                 [model, str(tmp_path / "missing.mp4")], [model, video, "--json", str(tmp_path / "no" / "r.json")], [model, str(broken), "--frames", "5", "--size", "32"]):
+                 [model, str(tmp_path / "missing.mp4")], [model, video, "--json", str(tmp_path / "no" / "r.json")],
+                 [model, str(broken), "--frames", "5", "--size", "32"]):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:"), err
