@@ -4,13 +4,13 @@
     python tools/eval_prompts.py assets/models/opensora-t2v --sensitivity      # does it read each caption word?
 """
 import argparse
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from wfvae.checkpoint import write_json_atomic  # noqa: E402
 from wfvae.cli import ErrorParser, UsageError  # noqa: E402
 
 
@@ -88,10 +88,7 @@ def main(argv=None) -> int:
         if args.json:
             for row in report["rows"]:
                 row.pop("video", None)
-            tmp = args.json + ".tmp"
-            with open(tmp, "w") as fh:
-                json.dump(report, fh, indent=1)
-            os.replace(tmp, args.json)
+            write_json_atomic(report, args.json, indent=1)
         return 0
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -11,7 +11,6 @@ needs the VGG16 + LPIPS weights, see ``wfvae/lpips.py``) per video with the mean
 ``--i3d`` is an error. Bad input: one ``error:`` line, exit code 2.
 """
 import argparse
-import json
 import os
 import sys
 
@@ -38,6 +37,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import torch
 
+    from wfvae.checkpoint import write_json_atomic
     from wfvae.data import collect_files
     from wfvae.evaluation import Protocol, evaluate, format_table, load_i3d
     from wfvae.training import load_vae_weights
@@ -72,10 +72,7 @@ def main(argv=None) -> int:
     print(format_table(result))
     if args.json:
         result["protocol_text"] = protocol.describe()
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump(result, fh, indent=2)
-        os.replace(tmp, args.json)
+        write_json_atomic(result, args.json)
     return 0
 
 

@@ -18,7 +18,6 @@ The output is generated data, not part of the repository: do not commit it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -27,6 +26,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from opensora.synthetic import captions, eval_prompts, random_spec, render_clip, train_triples  # noqa: E402
+from wfvae.checkpoint import write_json_atomic  # noqa: E402
 from wfvae.video_io import VideoWriter, to_tensor  # noqa: E402
 
 
@@ -37,13 +37,6 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise _UsageError(message)
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
 
 
 def _check_args(args) -> None:
@@ -96,12 +89,12 @@ def main(argv=None) -> int:
                         "resolution": {"height": args.size, "width": args.size},
                         "num_frames": args.frames, "fps": args.fps, "colour": spec.colour, "shape": spec.shape,
                         "motion": spec.motion, "background": spec.background})
-    _write_json(os.path.join(args.out_dir, "train.json"), entries)
+    write_json_atomic(entries, os.path.join(args.out_dir, "train.json"), indent=1)
     prompts = eval_prompts()
     with open(os.path.join(args.out_dir, "eval_prompts.txt"), "w") as fh:
         fh.writelines(prompt + "\n" for prompt, _, _ in prompts)
-    _write_json(os.path.join(args.out_dir, "eval_prompts.json"),
-                [{"prompt": prompt, "colour": colour, "motion": motion} for prompt, colour, motion in prompts])
+    write_json_atomic([{"prompt": prompt, "colour": colour, "motion": motion} for prompt, colour, motion in prompts],
+                      os.path.join(args.out_dir, "eval_prompts.json"), indent=1)
     if not args.quiet:
         print(f"wrote {args.num_clips} clips to {args.out_dir}")
     return 0

@@ -13,6 +13,7 @@ checkpoint are checked against those constants and then dropped. Everything else
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from typing import Dict
@@ -23,6 +24,16 @@ from .wavelets import haar2d_filters, haar3d_filters
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 CONFIG_NAME = "config.json"
+
+
+
+def write_json_atomic(values, path: str, indent: int = 2) -> None:
+    """Write ``values`` as JSON to ``path`` through ``path.tmp`` + rename: the file is whole or absent."""
+    with open(path + ".tmp", "w") as fh:
+        json.dump(values, fh, indent=indent)
+        fh.write("\n")
+    os.replace(path + ".tmp", path)
+
 
 _HAAR3D_NAMES = ["h", "g", "hh", "gh", "h_v", "g_v", "hh_v", "gh_v"]  # published order = our subband index
 _HAAR2D_NAMES = ["aa", "ad", "da", "dd"]

@@ -158,13 +158,13 @@ class VideoClipDataset(Dataset):
         """``video`` (3, T, c, c) with frames ``k:`` replaced by another video's window, k random in [1, T-1]
         (unchanged when the other file cannot be read)."""
         other = random.choice(self.video_files)
+        k = random.randint(1, video.shape[1] - 1)
         try:
-            second = self._transform(self._read(other))
+            second = self._transform(self._read(other)[k:])  # only the frames that are kept
         except (VideoReadError, OSError, RuntimeError, ValueError) as exc:
             self._skip(other, exc)
             return video
-        k = random.randint(1, video.shape[1] - 1)
-        return torch.cat([video[:, :k], second[:, k:]], dim=1)
+        return torch.cat([video[:, :k], second], dim=1)
 
     def _skip(self, path: str, exc: BaseException) -> None:
         first = path not in self.skipped

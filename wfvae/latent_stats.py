@@ -15,6 +15,8 @@ from typing import Iterable, Tuple
 
 import torch
 
+from .checkpoint import write_json_atomic
+
 
 @torch.no_grad()
 def latent_statistics(vae, clips: Iterable[torch.Tensor], latent_chunk=None) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -44,8 +46,5 @@ def write_latent_stats(folder: str, mean: torch.Tensor, std: torch.Tensor) -> di
         raise ValueError(f"{len(mean)} channel statistics for a VAE with latent_dim {config['latent_dim']}")
     config["shift"] = [round(float(v), 6) for v in mean]
     config["scale"] = [round(1.0 / max(float(v), 1e-6), 6) for v in std]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(config, fh, indent=2)
-    os.replace(tmp, path)
+    write_json_atomic(config, path)
     return config

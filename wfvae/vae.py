@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from .causal import StreamCache
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, haar_entries, normalize_keys, read_state_dict, split_haar
+from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, haar_entries, normalize_keys, read_state_dict, split_haar,
+                         write_json_atomic)
 from .model import Decoder, DiagonalGaussian, Encoder, WFVAEConfig
 from .tiling import TileGrid
 
@@ -232,6 +233,4 @@ class WFVAE(nn.Module):
         save_file(state, weights + ".tmp", metadata={"format": "pt"})
         os.replace(weights + ".tmp", weights)
         cfg_path = os.path.join(folder, CONFIG_NAME)
-        with open(cfg_path + ".tmp", "w") as fh:
-            json.dump(self.config.to_dict(), fh, indent=2)
-        os.replace(cfg_path + ".tmp", cfg_path)
+        write_json_atomic(self.config.to_dict(), cfg_path)

@@ -14,6 +14,8 @@ from typing import Dict, Iterable, List, Mapping, Union
 
 import torch
 
+from wfvae.checkpoint import write_json_atomic
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 INDEX_NAME = WEIGHTS_NAME + ".index.json"
@@ -74,13 +76,6 @@ def _save_atomic(tensors: Dict[str, torch.Tensor], path: str) -> None:
     from safetensors.torch import save_file
 
     save_file(tensors, path + ".tmp", metadata={"format": "pt"})
-    os.replace(path + ".tmp", path)
-
-
-def write_json_atomic(values: dict, path: str) -> None:
-    with open(path + ".tmp", "w") as fh:
-        json.dump(values, fh, indent=2, sort_keys=False)
-        fh.write("\n")
     os.replace(path + ".tmp", path)
 
 
