@@ -75,3 +75,24 @@ def test_missing_input_path(tmp_path, capsys, flag):
         make_vae_dataset.main([str(tmp_path / "out"), "--only-extra", flag, str(tmp_path / "nope")])
     assert e.value.code == 2 and "nope does not exist" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_inputs(tmp_path, capsys):
+    """A corrupt video named on the command line is a one-line exit-2 error before anything is written; a corrupt
+    photo among good ones is skipped with a warning."""
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"not a video at all")
+    with pytest.raises(SystemExit) as e:
+        make_vae_dataset.main([str(tmp_path / "out"), "--only-extra", "--videos", str(bad)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "broken.mp4" in err and "give readable video files" in err
+    assert not (tmp_path / "out").exists()
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    _photo(photos / "good.png", (40, 40), 0)
+    (photos / "bad.jpg").write_bytes(b"\xff\xd8 truncated")
+    rc = make_vae_dataset.main([str(tmp_path / "out"), "--only-extra", "--clips-per-image", "1", "--frames", "9",
+                                "--size", "16", "--photos", str(photos)])
+    assert rc == 0 and sorted(os.listdir(tmp_path / "out")) == ["extra_good_0.mp4"]
+    assert "1 of 2 photos could not be read" in capsys.readouterr().err

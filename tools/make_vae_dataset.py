@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from wfvae.video_io import VideoReader, VideoWriter, to_tensor  # noqa: E402
+from wfvae.video_io import VideoReader, VideoReadError, VideoWriter, to_tensor  # noqa: E402
 
 # skimage.data files bundled with scikit-image and their licences (from the skimage.data docstrings).
 PHOTOS = {
@@ -149,9 +149,14 @@ def write_extra_photos(photos: list[str], args, rng: np.random.Generator) -> int
     from PIL import Image
     from tqdm import tqdm
 
-    count, used = 0, set()
+    count, used, skipped = 0, set(), 0
     for path in tqdm(photos, desc="photos", unit="photo"):
-        photo = load_photo(path)
+        try:
+            photo = load_photo(path)
+        except OSError as exc:  # PIL.UnidentifiedImageError and truncated files are OSErrors
+            print(f"warning: cannot read photo {path} ({exc}), skipped", file=sys.stderr)
+            skipped += 1
+            continue
         scale = args.photo_short_side / min(photo.size)
         if scale < 1.0:
             photo = photo.resize((round(photo.size[0] * scale), round(photo.size[1] * scale)), Image.LANCZOS)
@@ -159,6 +164,8 @@ def write_extra_photos(photos: list[str], args, rng: np.random.Generator) -> int
         for k in range(args.clips_per_image):
             write(os.path.join(args.out_dir, f"extra_{name}_{k}.mp4"), camera_clip(photo, rng, args.frames, args.size))
             count += 1
+    if skipped:
+        print(f"warning: {skipped} of {len(photos)} photos could not be read and were skipped", file=sys.stderr)
     return count
 
 
@@ -202,6 +209,10 @@ def main(argv=None) -> int:
             p.error(f"{path} is held-out evaluation footage; leave it out of the training set")
         if not os.path.isfile(path):
             p.error(f"{path} does not exist; give video files")
+        try:
+            VideoReader(path)
+        except VideoReadError as exc:
+            p.error(f"{exc}; give readable video files")
     try:
         photos = find_photos(args.photos)
     except ValueError as e:
