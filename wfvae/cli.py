@@ -59,10 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--fps", type=float, default=None, help="resample to this frame rate")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    def writes_video(sp):
+        sp.add_argument("--crf", type=int, default=18, help="H.264 constant rate factor of the output (default 18)")
+        sp.add_argument("--lossless", action="store_true",
+                        help="lossless H.264 (4:4:4, qp 0): the file holds the decoded frames up to RGB/YUV rounding")
+
     r = sub.add_parser("reconstruct", help="encode and decode a video; prints PSNR against the input")
     r.add_argument("input")
     r.add_argument("output")
     common(r, True)
+    writes_video(r)
     e = sub.add_parser("encode", help="encode a video to latents (.safetensors with metadata)")
     e.add_argument("input")
     e.add_argument("output")
@@ -71,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("input")
     d.add_argument("output")
     common(d, False)
+    writes_video(d)
     return p
 
 
@@ -259,7 +266,8 @@ def cmd_reconstruct(args) -> None:
 
     latents = (p[:, : vae.config.latent_dim] for p in vae.encode_stream(recorded(), tile, overlap))
 
-    with VideoWriter(args.output, fps=reader.fps) as writer, _progress(reader.num_frames, args.quiet, "reconstruct") as bar:
+    writer = VideoWriter(args.output, fps=reader.fps, crf=args.crf, lossless=args.lossless)
+    with writer, _progress(reader.num_frames, args.quiet, "reconstruct") as bar:
         for frames in vae.decode_stream(latents, tile, overlap):
             frames = trim(frames)
             if frames.shape[1]:
@@ -329,7 +337,8 @@ def cmd_decode(args) -> None:
         print(f"memory plan: {chosen.describe()}", file=sys.stderr)
     trim = _Trim(num_frames, h, w)
     chunks = (latents[:, :, i:i + k] for i in range(0, latents.shape[2], k))
-    with VideoWriter(args.output, fps=fps) as writer, _progress(num_frames, args.quiet, "decode") as bar:
+    writer = VideoWriter(args.output, fps=fps, crf=args.crf, lossless=args.lossless)
+    with writer, _progress(num_frames, args.quiet, "decode") as bar:
         for frames in vae.decode_stream(chunks, tile, overlap):
             frames = trim(frames)
             if frames.shape[1]:
@@ -341,6 +350,8 @@ def cmd_decode(args) -> None:
 def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "crf", 18) not in range(52):
+            raise UsageError(f"--crf must be an integer from 0 to 51 (H.264), got {args.crf}")
         {"reconstruct": cmd_reconstruct, "encode": cmd_encode, "decode": cmd_decode}[args.command](args)
         return 0
     except UsageError as exc:
