@@ -8,6 +8,7 @@ import torch
 
 from conftest import DATA, make_tiny_vae
 from wfvae.cli import main, read_latents
+from wfvae.metrics import video_psnr
 from wfvae.video_io import VideoReader, read_video
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -62,8 +63,6 @@ def test_lossless_output_holds_the_printed_psnr(tmp_path, capsys):
     code, stdout, _ = _run(argv + ["--lossless"], capsys)
     assert code == 0
     printed = float(stdout.split("PSNR ")[1].split(" dB")[0])
-    from wfvae.metrics import video_psnr
-
     clip = read_video(CLIP, num_frames=9, size=(32, 48))
     assert abs(video_psnr(clip[None], read_video(out)[None]).item() - printed) < 0.1
     code, _, err = _run(argv + ["--crf", "60"], capsys)
