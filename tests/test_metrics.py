@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -110,7 +111,9 @@ def test_eval_cli_fvd_end_to_end_through_a_torchscript_extractor(tmp_path, capsy
     from wfvae.evaluation import frechet_distance, load_i3d
 
     i3d_path = str(tmp_path / "i3d.pt")
-    torch.jit.save(torch.jit.script(_TinyI3D()), i3d_path)
+    with warnings.catch_warnings():  # the FVD detector format is TorchScript (deprecated in torch 2.14)
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.(script|save)` is deprecated", category=FutureWarning)
+        torch.jit.save(torch.jit.script(_TinyI3D()), i3d_path)
     videos = []
     for k in range(3):
         path = str(tmp_path / f"v{k}.mp4")

@@ -35,7 +35,7 @@ def test_every_solver_shares_the_noise_schedule(name, cls):
         assert sch.config.clip_sample is False  # latents are not bounded to [-1, 1]
     sch.set_timesteps(10)
     assert int(sch.timesteps[0]) == 999 and len(sch.timesteps) == 10
-    ref = torch.tensor(s.make_scheduler("ddpm").alphas_cumprod[:-1])
+    ref = torch.as_tensor(s.make_scheduler("ddpm").alphas_cumprod[:-1])
     assert torch.allclose(torch.as_tensor(sch.alphas_cumprod[:-1]).float(), ref.float())
 
 

@@ -11,6 +11,7 @@ feature extractor is given (:func:`frechet_distance`).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -94,7 +95,9 @@ def load_i3d(path: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """An I3D feature extractor from a TorchScript file (the ``i3d_torchscript.pt`` used by StyleGAN-V / common FVD
     code): videos (N, 3, T, H, W) in [-1, 1] -> (N, 400) features, called as
     ``detector(x, rescale=False, resize=True, return_features=True)``."""
-    detector = torch.jit.load(path, map_location="cpu").eval()
+    with warnings.catch_warnings():  # the released detector exists only as TorchScript, deprecated in torch 2.14
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=FutureWarning)
+        detector = torch.jit.load(path, map_location="cpu").eval()
 
     def features(video: torch.Tensor) -> torch.Tensor:
         return detector(video, rescale=False, resize=True, return_features=True)
