@@ -31,6 +31,7 @@ import os
 import secrets
 import signal
 import sys
+import tempfile
 from typing import Callable, Iterable, List, Optional, Set
 
 NAME_MAX = 255
@@ -152,8 +153,12 @@ class Outputs:
             probe = parent
         if not os.path.isdir(probe):
             raise UsageError(f"cannot create the {what} folder {folder}: {probe} is not a folder")
-        if not os.access(probe, os.W_OK | os.X_OK):
-            raise UsageError(f"cannot write the {what} in {folder}: permission denied")
+        try:  # a real write (permission bits do not stop root; read-only mounts stop everyone)
+            handle, name = tempfile.mkstemp(prefix=".probe-", dir=probe)
+            os.close(handle)
+            os.remove(name)
+        except OSError as exc:
+            raise UsageError(f"cannot write the {what} in {probe}: {exc.strerror or exc}") from None
 
     def make_folder(self, folder: str) -> str:
         """Creates ``folder`` and its missing parents, remembering them for :meth:`cleanup`."""
