@@ -13,11 +13,13 @@ diffusers layout with ``text_encoder/`` and ``tokenizer/`` subfolders.
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional, Sequence, Tuple, Union
 
 import torch
+
+from wfvae.checkpoint import is_finite, read_json_object
+from wfvae.cli_support import first_line
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -63,10 +65,24 @@ def locate(folder: str) -> Tuple[str, str]:
 
 
 def read_config(folder: str) -> dict:
-    """The text encoder's ``config.json`` as a dict (for checks before loading the weights)."""
+    """The text encoder's ``config.json`` as a dict (for checks before loading the weights); ValueError naming the
+    file when it is not a JSON object."""
     model_dir, _ = locate(folder)
-    with open(os.path.join(model_dir, "config.json")) as fh:
-        return json.load(fh)
+    config = read_json_object(os.path.join(model_dir, "config.json"), "text encoder config")
+    if not isinstance(config.get("model_type", ""), str):
+        raise ValueError(f"bad text encoder config {os.path.join(model_dir, 'config.json')}: model_type must be a "
+                         f"string, got {config['model_type']!r}")
+    return config
+
+
+def _loading(what: str, folder: str, load):
+    """``load()``, with any failure but running out of memory turned into one ValueError naming ``folder``."""
+    try:
+        return load()
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:  # transformers raises OSError, ValueError, SafetensorError, UnpicklingError ...
+        raise ValueError(f"cannot load the {what} from {folder}: {first_line(exc)}") from None
 
 
 def config_hidden_size(config: dict) -> int:
@@ -112,15 +128,27 @@ class TextEncoder:
 
         The encoder class follows ``config.json``'s ``model_type``: t5/mt5/umt5 load the encoder only, clip its
         text tower, anything else ``AutoModel`` (BERT-like). ``dtype`` defaults to float32.
-        Raises FileNotFoundError naming the folder and the files expected there.
+        Raises FileNotFoundError naming the folder and the files expected there, and ValueError naming the folder
+        or file when the config, the weights (damaged, not matching the config, NaN/inf) or the tokenizer cannot
+        be used.
         """
         from transformers import AutoTokenizer
 
         model_dir, tok_dir = locate(folder)
         config = read_config(folder)
         model_cls = _encoder_class(config.get("model_type", ""))
-        model = model_cls.from_pretrained(model_dir, local_files_only=True, dtype=dtype or torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+        model, info = _loading("text encoder weights", model_dir, lambda: model_cls.from_pretrained(
+            model_dir, local_files_only=True, dtype=dtype or torch.float32, output_loading_info=True))
+        if info.get("missing_keys") or info.get("mismatched_keys"):
+            missing = sorted(info.get("missing_keys") or []) + [str(k[0]) for k in info.get("mismatched_keys") or []]
+            raise ValueError(f"text encoder weights in {model_dir} do not match its config.json: "
+                             f"{len(missing)} tensors missing or mis-shaped, e.g. {missing[:5]}")
+        for name, tensor in model.state_dict().items():  # one min/max pass per tensor
+            if not is_finite(tensor):
+                raise ValueError(f"text encoder weights in {model_dir}: tensor {name} holds NaN or infinite values: "
+                                 f"the checkpoint is broken")
+        tokenizer = _loading("tokenizer", tok_dir,
+                             lambda: AutoTokenizer.from_pretrained(tok_dir, local_files_only=True))
         return cls(model, tokenizer, max_length=max_length, device=device or "cpu", cpu_offload=cpu_offload)
 
     # ------------------------------------------------------------------ properties

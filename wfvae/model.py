@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -50,8 +50,8 @@ class WFVAEConfig:
     norm_type: str = "groupnorm"
     t_interpolation: str = "nearest"
     connect_res_layer_num: int = 1
-    scale: List[float] = field(default_factory=lambda: [0.18215] * 4)
-    shift: List[float] = field(default_factory=lambda: [0.0] * 4)
+    scale: Union[float, List[float]] = field(default_factory=lambda: [0.18215] * 4)
+    shift: Union[float, List[float]] = field(default_factory=lambda: [0.0] * 4)
     l1_dowmsample_block: str = "Downsample"
     l1_downsample_wavelet: str = "HaarWaveletTransform2D"
     l2_dowmsample_block: str = "Spatial2xTime2x3DDownsample"
@@ -62,6 +62,21 @@ class WFVAEConfig:
     l2_upsample_wavelet: str = "InverseHaarWaveletTransform3D"
 
     def __post_init__(self):
+        for name in ("latent_dim", "base_channels", "encoder_energy_flow_hidden_size",
+                     "decoder_energy_flow_hidden_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("encoder_num_resblocks", "decoder_num_resblocks", "connect_res_layer_num"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.norm_type == "groupnorm" and (self.base_channels % 32 or self.encoder_energy_flow_hidden_size % 32
+                                              or self.decoder_energy_flow_hidden_size % 32):
+            raise ValueError("groupnorm (32 groups) needs base_channels and both energy_flow_hidden_size values to "
+                             "be multiples of 32; use norm_type 'layernorm' for other widths")
+        if self.t_interpolation not in ("nearest", "trilinear"):
+            raise ValueError(f"t_interpolation must be 'nearest' or 'trilinear', got {self.t_interpolation!r}")
         if self.attention_type != "AttnBlock3DFix":
             raise ValueError(f"attention_type {self.attention_type!r} is not supported (only 'AttnBlock3DFix')")
         for level in ("l1", "l2"):
@@ -106,11 +121,17 @@ class WFVAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WFVAEConfig":
-        """Build from a ``config.json`` dict; private keys (``_class_name`` ...) are ignored, unknown keys refused."""
+        """Build from a ``config.json`` dict; private keys (``_class_name`` ...) are ignored, unknown keys and values
+        of the wrong JSON type refused (ValueError); missing keys take the published defaults."""
+        from .checkpoint import check_config_values
+
+        if not isinstance(d, dict):
+            raise ValueError(f"a WF-VAE config must be a dict, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in d if not k.startswith("_") and k not in names]
         if unknown:
             raise ValueError(f"unknown WF-VAE config keys: {', '.join(sorted(unknown))}")
+        check_config_values(cls, d)
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def to_dict(self) -> dict:

@@ -48,6 +48,9 @@ class TileGrid:
     def _latent_params(cls, tile, tile_overlap, s):
         if tile is None:
             return None, 0
+        for name, value in (("tile", tile), ("tile_overlap", tile_overlap)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise ValueError(f"{name} must be an integer number of pixels, got {value!r}")
         if tile_overlap is None:
             tile_overlap = max(s, (tile // 4) // s * s)
         if tile % s or tile < 2 * s or tile_overlap % s or not 0 <= tile_overlap < tile:

@@ -11,7 +11,7 @@ approximation (attention and receptive fields are cut at tile borders), opt-in.
 """
 from __future__ import annotations
 
-import json
+import math
 import os
 import warnings
 from typing import Iterable, Iterator, List, Optional, Union
@@ -20,10 +20,16 @@ import torch
 import torch.nn as nn
 
 from .causal import StreamCache
-from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, haar_entries, normalize_keys, read_state_dict, split_haar,
-                         write_json_atomic)
+from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, check_dtype, check_finite_state, check_state_dict, haar_entries,
+                         normalize_keys, read_json_object, read_state_dict, split_haar, write_json_atomic)
+from .cli_support import first_line
 from .model import Decoder, DiagonalGaussian, Encoder, WFVAEConfig
 from .tiling import TileGrid
+
+# encode() refuses videos with values beyond +-VIDEO_LIMIT: far outside [-1, 1], so that the overshoot of resampling
+# filters and the Gaussian noise added to image conditions (std up to about 2) pass, while any 0..255 video with a
+# pixel above 16 (every real one) is caught.
+VIDEO_LIMIT = 16.0
 
 
 class WFVAE(nn.Module):
@@ -57,7 +63,9 @@ class WFVAE(nn.Module):
         return self.decoder.conv_in.conv.weight.device
 
     def scale_latents(self, z: torch.Tensor) -> torch.Tensor:
-        """Diffusion-space latents ``(z - shift) * scale`` with the config's per-channel statistics."""
+        """Diffusion-space latents ``(z - shift) * scale`` with the config's per-channel statistics; z is
+        (B, latent_dim, ...) (any number of trailing dimensions)."""
+        self._check_latents(z, rank=None)
         shape = (1, -1) + (1,) * (z.dim() - 2)
         scale = self.config.latent_stat("scale").to(z).view(shape)
         shift = self.config.latent_stat("shift").to(z).view(shape)
@@ -65,6 +73,7 @@ class WFVAE(nn.Module):
 
     def unscale_latents(self, z: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`scale_latents`."""
+        self._check_latents(z, rank=None)
         shape = (1, -1) + (1,) * (z.dim() - 2)
         scale = self.config.latent_stat("scale").to(z).view(shape)
         shift = self.config.latent_stat("shift").to(z).view(shape)
@@ -82,8 +91,11 @@ class WFVAE(nn.Module):
     def encode(self, video: torch.Tensor, latent_chunk: Optional[int] = None, tile: Optional[int] = None,
                tile_overlap: Optional[int] = None) -> DiagonalGaussian:
         """Encode (B, 3, T, H, W) in [-1, 1], T = 1 + 4n, H and W multiples of 8, to the posterior over
-        (B, latent_dim, 1 + n, H/8, W/8). See the module docstring for ``latent_chunk`` and tiling."""
-        self._check_video(video)
+        (B, latent_dim, 1 + n, H/8, W/8). See the module docstring for ``latent_chunk`` and tiling.
+
+        Raises ValueError for anything else: another shape, an integer or bool dtype, NaN/inf, values far
+        outside [-1, 1] (beyond +-16: 0..255 pixels) (one min/max pass per call)."""
+        self._check_video(video, whole=True)
         if latent_chunk is None:
             chunks = [video]
         else:
@@ -94,9 +106,8 @@ class WFVAE(nn.Module):
     def decode(self, z: torch.Tensor, latent_chunk: Optional[int] = None, tile: Optional[int] = None,
                tile_overlap: Optional[int] = None) -> torch.Tensor:
         """Decode latents (B, latent_dim, t, h, w) to video (B, 3, 1 + 4(t - 1), 8h, 8w), nominally in [-1, 1]
-        (not clamped)."""
-        if z.dim() != 5 or z.shape[1] != self.config.latent_dim:
-            raise ValueError(f"latents must be (B, {self.config.latent_dim}, t, h, w), got {tuple(z.shape)}")
+        (not clamped). Raises ValueError for another shape, a non-float dtype or NaN/inf latents."""
+        self._check_latents(z)
         k = z.shape[2] if latent_chunk is None else self._check_chunk(latent_chunk)
         chunks = [z[:, :, i:i + k] for i in range(0, z.shape[2], k)]
         return torch.cat(list(self.decode_stream(chunks, tile, tile_overlap)), dim=2)
@@ -125,11 +136,13 @@ class WFVAE(nn.Module):
         nxt, i = next(iterator, None), -1
         while nxt is not None:
             chunk, nxt, i = nxt, next(iterator, None), i + 1
+            self._check_video(chunk, whole=False, what=f"video chunk {i}")
             n = chunk.shape[2]
-            if (i == 0 and (n - 1) % f) or (i > 0 and (n == 0 or n % f)):
+            if (i == 0 and (n - 1) % f) or (i > 0 and n % f):
                 raise ValueError(f"chunk {i} has {n} frames: the first chunk needs 1 + {f}m frames, later ones "
                                  f"multiples of {f}")
             chunk = chunk.to(self.device, self.dtype)
+            _check_values(chunk, "video" if i == 0 and nxt is None else f"video chunk {i}", VIDEO_LIMIT)
             if grid is None:
                 self._warn_groupnorm(tile)
                 grid = TileGrid.for_pixels(chunk.shape[-2:], tile, tile_overlap, self.spatial_compression)
@@ -151,10 +164,13 @@ class WFVAE(nn.Module):
         """
         caches, grid = {}, None
         iterator = iter(chunks)
-        nxt = next(iterator, None)
+        nxt, i = next(iterator, None), -1
         while nxt is not None:
-            chunk, nxt = nxt, next(iterator, None)
+            chunk, nxt, i = nxt, next(iterator, None), i + 1
+            what = "latents" if i == 0 and nxt is None else f"latent chunk {i}"
+            self._check_latents(chunk, what=what)
             chunk = chunk.to(self.device, self.dtype)
+            _check_values(chunk, what)
             if grid is None:
                 self._warn_groupnorm(tile)
                 grid = TileGrid.for_latents(chunk.shape[-2:], tile, tile_overlap, self.spatial_compression)
@@ -168,18 +184,33 @@ class WFVAE(nn.Module):
 
     # ------------------------------------------------------------------ checks
     def _check_chunk(self, latent_chunk) -> int:
-        if not isinstance(latent_chunk, int) or latent_chunk < 1:
+        if not isinstance(latent_chunk, int) or isinstance(latent_chunk, bool) or latent_chunk < 1:
             raise ValueError(f"latent_chunk must be a positive integer, got {latent_chunk!r}")
         return latent_chunk
 
-    def _check_video(self, video: torch.Tensor) -> None:
+    def _check_video(self, video: torch.Tensor, whole: bool, what: str = "video") -> None:
+        """Type, dtype and shape of a video (B, 3, T, H, W) (O(1); the values are checked by :func:`_check_values`).
+        ``whole``: T must be 1 + 4n (a chunk's frame count is checked by :meth:`encode_stream`)."""
         f, s = self.temporal_compression, self.spatial_compression
+        _check_tensor(video, what, "(B, 3, T, H, W)", video_hint=True)
         if video.dim() != 5 or video.shape[1] != 3:
-            raise ValueError(f"video must be (B, 3, T, H, W), got {tuple(video.shape)}")
+            raise ValueError(f"{what} must be (B, 3, T, H, W) with 3 RGB channels, got shape {tuple(video.shape)}")
+        if 0 in video.shape:
+            raise ValueError(f"{what} (B, 3, T, H, W) has an empty dimension: shape {tuple(video.shape)}")
         t, h, w = video.shape[2:]
-        if (t - 1) % f or h % s or w % s:
-            raise ValueError(f"video of {t} frames at {h}x{w}: need 1 + {f}n frames and sizes divisible by {s} "
+        if (whole and (t - 1) % f) or h % s or w % s:
+            raise ValueError(f"{what} of {t} frames at {h}x{w}: need 1 + {f}n frames and sizes divisible by {s} "
                              f"(wfvae.pad_video pads, wfvae.crop_video trims back)")
+
+    def _check_latents(self, z: torch.Tensor, what: str = "latents", rank: Optional[int] = 5) -> None:
+        """Type, dtype and shape of latents (B, latent_dim, t, h, w) (``rank=None``: (B, latent_dim, ...))."""
+        c = self.config.latent_dim
+        shape = f"(B, {c}, t, h, w)" if rank == 5 else f"(B, {c}, ...)"
+        _check_tensor(z, what, shape)
+        if (z.dim() != rank if rank else z.dim() < 2) or z.shape[1] != c:
+            raise ValueError(f"{what} must be {shape} for this VAE (latent_dim {c}), got shape {tuple(z.shape)}")
+        if rank and 0 in z.shape:
+            raise ValueError(f"{what} {shape} has an empty dimension: shape {tuple(z.shape)}")
 
     def _warn_groupnorm(self, tile) -> None:
         if self.config.norm_type == "groupnorm":
@@ -203,19 +234,24 @@ class WFVAE(nn.Module):
         else:
             raise FileNotFoundError(f"WF-VAE model not found: {path} (expected a folder with {CONFIG_NAME} and "
                                     f"{WEIGHTS_NAME}, or a weights file)")
-        if config is None or isinstance(config, str):
-            config_path = config or config_path
-            if not os.path.isfile(config_path):
-                raise FileNotFoundError(f"WF-VAE config not found: {config_path}")
-            with open(config_path) as fh:
-                config = json.load(fh)
-        model = cls(config)
-        state = split_haar(normalize_keys(read_state_dict(weights, allow_pickle=allow_pickle)))
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{weights} does not match the config: missing {sorted(missing)[:20]}"
-                             f"{' ...' if len(missing) > 20 else ''}, unexpected {sorted(unexpected)[:20]}"
-                             f"{' ...' if len(unexpected) > 20 else ''}")
+        check_dtype(dtype)
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config_path = os.fspath(config or config_path)
+            config = read_json_object(config_path, "WF-VAE config")
+            try:
+                model = cls(config)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"bad WF-VAE config {config_path}: {first_line(exc)}") from None
+        else:
+            model = cls(config)
+        state = normalize_keys(read_state_dict(weights, allow_pickle=allow_pickle))
+        try:
+            state = split_haar(state)
+        except ValueError as exc:
+            raise ValueError(f"weights {weights}: {exc}") from None
+        check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, weights)
+        check_finite_state(state, weights)
+        model.load_state_dict(state, strict=True)
         model.eval()
         return model.to(device=device, dtype=dtype)
 
@@ -234,3 +270,33 @@ class WFVAE(nn.Module):
         os.replace(weights + ".tmp", weights)
         cfg_path = os.path.join(folder, CONFIG_NAME)
         write_json_atomic(self.config.to_dict(), cfg_path)
+
+
+# ---------------------------------------------------------------------------------------------- input checks
+def _check_tensor(x, what: str, shape: str, video_hint: bool = False) -> None:
+    """``x`` must be a floating torch.Tensor; the message says how to convert what was given (O(1))."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{what} must be a torch.Tensor {shape}, got {type(x).__name__}")
+    if x.is_floating_point():
+        return
+    if not video_hint:
+        raise ValueError(f"{what} must be a floating tensor {shape}, got {x.dtype}: convert with x.float()")
+    if x.dtype == torch.uint8:
+        how = "x.float() / 127.5 - 1"
+    elif x.dtype == torch.bool:
+        how = "x.float() * 2 - 1"
+    else:
+        how = "x.float(), scaled to [-1, 1] (x.float() / 127.5 - 1 for 0..255 pixels)"
+    raise ValueError(f"{what} must be a floating tensor in [-1, 1]; got {x.dtype}: convert with {how}")
+
+
+def _check_values(x: torch.Tensor, what: str, limit: Optional[float] = None) -> None:
+    """No NaN or inf in ``x`` (and, with ``limit``, all values in [-limit, limit]): one min/max reduction, which
+    NaN propagates to, and one device sync."""
+    low, high = torch.aminmax(x)
+    low, high = torch.stack([low, high]).tolist()
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"{what} holds NaN or infinite values")
+    if limit is not None and (low < -limit or high > limit):
+        raise ValueError(f"{what} must be in [-1, 1], but its values span [{low:.4g}, {high:.4g}]: scale it "
+                         f"(x / 127.5 - 1 for 0..255 pixels)")

@@ -7,14 +7,17 @@ Every file is written under a temporary name and renamed once complete.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Dict, Iterable, List, Mapping, Union
 
 import torch
 
-from wfvae.checkpoint import write_json_atomic
+from wfvae.checkpoint import (check_dtype, check_state_dict, is_finite, read_json_object, read_safetensors,
+                              write_json_atomic)
+
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "INDEX_NAME", "parse_size", "read_weights", "write_weights",
+           "check_state_dict", "check_dtype", "cast_state", "weights_file", "write_json_atomic"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -36,27 +39,57 @@ def parse_size(size: Union[int, str]) -> int:
 
 
 def read_weights(folder: str) -> Dict[str, torch.Tensor]:
-    """All tensors of a model folder (single file, or shards listed by the index)."""
-    from safetensors.torch import load_file
+    """All tensors of a model folder (single file, or shards listed by the index).
 
+    FileNotFoundError when a file is absent; ValueError naming the file when one is empty, truncated, not a
+    safetensors file, or an index that is not ``{"weight_map": {tensor name: shard file}}``."""
     single, index = os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, INDEX_NAME)
     if os.path.isfile(single):
-        return load_file(single)
+        return read_safetensors(single)
     if not os.path.isfile(index):
         raise FileNotFoundError(f"no weights in {folder}: expected {single} or {index}")
-    with open(index) as fh:
-        weight_map: Mapping[str, str] = json.load(fh)["weight_map"]
+    weight_map = read_json_object(index, "weights index").get("weight_map")
+    if (not isinstance(weight_map, dict) or not weight_map
+            or not all(isinstance(v, str) and _SHARD.match(v) for v in weight_map.values())):
+        raise ValueError(f"weights index {index} must map tensor names to shard files "
+                         f"diffusion_pytorch_model-0000i-of-0000n.safetensors under \"weight_map\"")
     state: Dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
         path = os.path.join(folder, shard)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"shard listed in {index} not found: {path}")
-        state.update(load_file(path))
+        state.update(read_safetensors(path))
     listed, found = set(weight_map), set(state)
     if listed != found:
         raise ValueError(f"{index} does not match its shards: listed but absent {sorted(listed - found)[:20]}, "
                          f"present but not listed {sorted(found - listed)[:20]}")
     return state
+
+
+def weights_file(folder: str) -> str:
+    """The weights file of a model folder, for messages: the single file, else the shard index."""
+    single = os.path.join(folder, WEIGHTS_NAME)
+    return single if os.path.isfile(single) else os.path.join(folder, INDEX_NAME)
+
+
+def cast_state(state: Dict[str, torch.Tensor], device: Union[str, torch.device, None], dtype: torch.dtype,
+               source: str) -> Dict[str, torch.Tensor]:
+    """The tensors of ``state`` on ``device`` in ``dtype`` each checked once for NaN and
+    inf after the move (one min/max pass on the target device). ``state`` is emptied as it goes, so that a
+    checkpoint is never held twice. ValueError naming the first broken tensor."""
+    check_dtype(dtype)
+    out: Dict[str, torch.Tensor] = {}
+    for name in list(state):
+        raw = state.pop(name)
+        tensor = raw.to(device=device or "cpu", dtype=dtype)
+        if not is_finite(tensor):
+            if is_finite(raw):
+                raise ValueError(f"weights {source}: tensor {name} overflows {dtype} (values beyond its range): "
+                                 f"load in torch.float32 or torch.bfloat16")
+            raise ValueError(f"weights {source}: tensor {name} holds NaN or infinite values: the checkpoint is "
+                             f"broken (re-download it or use an earlier one)")
+        out[name] = tensor
+    return out
 
 
 def _plan_shards(state: Mapping[str, torch.Tensor], max_bytes: int) -> List[List[str]]:
@@ -109,25 +142,3 @@ def write_weights(state: Mapping[str, torch.Tensor], folder: str,
     write_json_atomic({"metadata": {"total_size": total}, "weight_map": weight_map}, os.path.join(folder, INDEX_NAME))
     _remove(p for p in stale if os.path.basename(p) not in names and os.path.basename(p) != INDEX_NAME)
     return names + [INDEX_NAME]
-
-
-def check_state_dict(expected: Mapping[str, torch.Size], state: Mapping[str, torch.Tensor], source: str) -> None:
-    """Strict key and shape check; the error names every offending tensor (the first 20 of each kind)."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k])}"
-                        for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k]))
-    if not (missing or unexpected or mismatched):
-        return
-
-    def show(items: List[str]) -> str:
-        return f"{items[:20]}{' ...' if len(items) > 20 else ''}"
-
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {show(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches ({len(mismatched)}): {show(mismatched)}")
-    raise ValueError(f"weights in {source} do not match the config: " + "; ".join(problems))

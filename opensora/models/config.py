@@ -10,10 +10,11 @@ Two fields are ours: ``dense_blocks``, the blocks that use full 3D attention whe
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
+
+from wfvae.checkpoint import check_config_values, read_json_object
+from wfvae.cli_support import first_line
 
 CLASS_NAME = "OpenSoraT2V_v1_3"
 ACTIVATIONS = ("gelu", "gelu-approximate", "geglu", "geglu-approximate")
@@ -29,9 +30,9 @@ class OpenSoraT2VConfig:
     dropout: float = 0.0
     cross_attention_dim: Optional[int] = 2304  # must equal the hidden size (or None)
     attention_bias: bool = True
-    sample_size_h: Optional[int] = None  # recorded training sizes; not used by the model
-    sample_size_w: Optional[int] = None
-    sample_size_t: Optional[int] = None
+    sample_size_h: Any = None  # recorded training sizes (the release writes [h, w] lists); not used by the model
+    sample_size_w: Any = None
+    sample_size_t: Any = None
     patch_size: int = 2
     patch_size_t: int = 1
     activation_fn: str = "gelu-approximate"
@@ -101,18 +102,14 @@ class OpenSoraT2VConfig:
     # ------------------------------------------------------------------ (de)serialisation
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "OpenSoraT2VConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in values if k not in known and not k.startswith("_"))
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """Build from a ``config.json`` dict. ValueError for unknown keys and values of the wrong JSON type; keys
+        starting with ``_`` are ignored, missing keys take the defaults."""
+        return config_from_dict(cls, values)
 
     @classmethod
     def from_json(cls, path: str) -> "OpenSoraT2VConfig":
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config not found: {path}")
-        with open(path) as fh:
-            return cls.from_dict(json.load(fh))
+        """Read ``config.json``: FileNotFoundError when absent, ValueError naming the file for a bad one."""
+        return config_from_json(cls, path)
 
     def to_dict(self) -> Dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -131,3 +128,27 @@ class OpenSoraT2VConfig:
 def normalize_blocks(blocks: Sequence[int], num_layers: int) -> Tuple[int, ...]:
     """Non-negative, sorted, de-duplicated block indices (entries outside the model are dropped)."""
     return tuple(sorted({i + num_layers if i < 0 else i for i in blocks if -num_layers <= i < num_layers}))
+
+
+def config_from_dict(cls, values: Dict[str, Any]):
+    """An instance of the config dataclass ``cls`` from a ``config.json`` dict: keys starting with ``_`` ignored,
+    unknown keys and values of the wrong JSON type refused (ValueError), missing keys left at their defaults."""
+    if not isinstance(values, dict):
+        raise ValueError(f"a {cls.__name__} must be built from a dict, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(k for k in values if k not in known and not k.startswith("_"))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
+    check_config_values(cls, values)
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def config_from_json(cls, path: str, values: Optional[Dict[str, Any]] = None):
+    """:func:`config_from_dict` of the JSON object in ``path`` (or of ``values`` already read from it); every
+    error names the file."""
+    if values is None:
+        values = read_json_object(path, "config")
+    try:
+        return cls.from_dict(values)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"bad config {path}: {first_line(exc)}") from None

@@ -20,7 +20,6 @@ frames whose mask is 0 get no residual, so any subset of frames can be controlle
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -30,8 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_state_dict, read_weights, write_json_atomic, write_weights
-from .config import ACTIVATIONS
+from wfvae.checkpoint import read_json_object
+
+from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, cast_state, check_dtype, check_state_dict, read_weights,
+                         weights_file, write_json_atomic, write_weights)
+from .config import ACTIVATIONS, config_from_dict, config_from_json
 from .embeddings import AdaLNSingle, PatchEmbed, RoPE3D
 from .transformer import FeedForward, OpenSoraT2V, SelfAttention, modulate
 
@@ -106,11 +108,8 @@ class StructureControllerConfig:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "StructureControllerConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in values if k not in known and not k.startswith("_"))
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """Build from a ``config.json`` dict (ValueError for unknown keys and values of the wrong JSON type)."""
+        return config_from_dict(cls, values)
 
     @classmethod
     def for_base(cls, base_config, **fields) -> "StructureControllerConfig":
@@ -339,19 +338,20 @@ class StructureController(nn.Module):
     def from_pretrained(cls, path: str, dtype: Optional[torch.dtype] = None,
                         device: Union[str, torch.device, None] = None) -> "StructureController":
         """Load ``config.json`` + ``diffusion_pytorch_model.safetensors`` (strict); eval mode, float32 by default."""
+        check_dtype(dtype)
         config_path = os.path.join(path, CONFIG_NAME)
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"controller folder not found or without {CONFIG_NAME}: {path} (expected "
                                     f"{CONFIG_NAME} and {WEIGHTS_NAME})")
-        with open(config_path) as fh:
-            values = json.load(fh)
+        values = read_json_object(config_path, "config")
         if values.get("_class_name", CONTROLLER_CLASS_NAME) != CONTROLLER_CLASS_NAME:
-            raise ValueError(f"{path} holds a {values['_class_name']!r}, not a {CONTROLLER_CLASS_NAME}")
+            raise ValueError(f"{config_path} holds a {values['_class_name']!r}, not a {CONTROLLER_CLASS_NAME}")
+        config = config_from_json(StructureControllerConfig, config_path, values)
         state = read_weights(path)
         with torch.device("meta"):
-            model = cls(StructureControllerConfig.from_dict(values))
-        check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, path)
-        state = {k: v.to(device=device or "cpu", dtype=dtype or torch.float32) for k, v in state.items()}
+            model = cls(config)
+        check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, weights_file(path))
+        state = cast_state(state, device, dtype or torch.float32, weights_file(path))
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()
 

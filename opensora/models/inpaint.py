@@ -27,6 +27,8 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
+from wfvae.checkpoint import read_json_object
+
 from .checkpoint import CONFIG_NAME
 from .config import OpenSoraT2VConfig
 from .embeddings import PatchEmbed
@@ -133,8 +135,10 @@ def read_class_name(path: str) -> str:
     config = os.path.join(path, CONFIG_NAME)
     if not os.path.isfile(config):
         raise FileNotFoundError(f"model folder not found or without {CONFIG_NAME}: {path}")
-    with open(config) as fh:
-        return json.load(fh).get("_class_name", T2V_CLASS_NAME)
+    name = read_json_object(config, "config").get("_class_name", T2V_CLASS_NAME)
+    if not isinstance(name, str):
+        raise ValueError(f"bad config {config}: _class_name must be a string, got {json.dumps(name)[:60]}")
+    return name
 
 
 def read_denoiser_config(path: str) -> OpenSoraT2VConfig:

@@ -27,8 +27,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import key_bias, sdpa_attention
-from .checkpoint import (CONFIG_NAME, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME, check_state_dict,
-                         read_weights, write_json_atomic, write_weights)
+from .checkpoint import (CONFIG_NAME, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME, cast_state, check_dtype,
+                         check_state_dict, read_weights, weights_file, write_json_atomic, write_weights)
 from .config import OpenSoraT2VConfig
 from .embeddings import (AdaLNSingle, CaptionProjection, PatchEmbed, PooledCaptionEmbedding, RoPE3D, rope_tables,
                          rotate)
@@ -317,9 +317,11 @@ class OpenSoraT2V(nn.Module):
         """Load a model folder: ``config.json`` + ``diffusion_pytorch_model.safetensors`` (or shards with
         ``diffusion_pytorch_model.safetensors.index.json``, the release layout).
 
-        Strict: missing, unexpected or mis-shaped tensors raise ``ValueError`` naming them. ``dtype`` defaults to
-        float32. The model is returned in eval mode.
+        Strict: missing, unexpected or mis-shaped tensors raise ``ValueError`` naming them, and so do NaN or
+        infinite weights, an unreadable or damaged ``config.json`` or weights file (naming the file).
+        ``dtype`` defaults to float32. The model is returned in eval mode.
         """
+        check_dtype(dtype)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"model folder not found: {path} (expected a folder with {CONFIG_NAME} and "
                                     f"{WEIGHTS_NAME} or {INDEX_NAME})")
@@ -327,9 +329,8 @@ class OpenSoraT2V(nn.Module):
         state = read_weights(path)
         with torch.device("meta"):  # no random initialisation of weights that are replaced anyway
             model = cls(config)
-        check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, path)
-        dtype = dtype or torch.float32
-        state = {k: v.to(device=device or "cpu", dtype=dtype) for k, v in state.items()}
+        check_state_dict({k: v.shape for k, v in model.state_dict().items()}, state, weights_file(path))
+        state = cast_state(state, device, dtype or torch.float32, weights_file(path))
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()
 
