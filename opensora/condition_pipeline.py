@@ -35,7 +35,6 @@ The second half of the module is the glue for ``opensora-sample`` (:func:`add_co
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass
@@ -44,7 +43,8 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .control import CONTROL_KINDS, load_estimator, make_control, save_control
+from .condition_args import add_condition_arguments  # noqa: F401 (the flags; kept importable here)
+from .control import load_estimator, make_control, save_control
 from .masks import MaskType, compress_mask, condition_noise, frame_mask
 from .models import ControlledDenoiser, OpenSoraInpaintConfig, StructureController, latent_frame_mask
 from .models.controlnet import CONTROLLER_CLASS_NAME, StructureControllerConfig
@@ -242,39 +242,6 @@ def attach_controller(model: nn.Module, controller: StructureController, control
 
 
 # ---------------------------------------------------------------------------------------------- CLI glue
-def _indices(text: str) -> List[int]:
-    try:
-        return [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected frame indices like '0,-1', got {text!r}") from None
-
-
-def add_condition_arguments(parser: argparse.ArgumentParser) -> None:
-    """The image-condition and structure-control options of ``opensora-sample``."""
-    g = parser.add_argument_group("image conditions (an OpenSoraInpaint_v1_3 model)")
-    g.add_argument("--image", action="append", default=[], metavar="PATH",
-                   help="condition image (once: i2v; twice: transition; more: with --cond-frames)")
-    g.add_argument("--video", default=None, metavar="PATH", help="condition video (default: continuation)")
-    g.add_argument("--mask-type", choices=[m.value for m in MaskType], default=None,
-                   help="which frames are kept (default from the inputs)")
-    g.add_argument("--cond-frames", type=_indices, default=None, metavar="I,J,...",
-                   help="output frames to keep, e.g. '0,-1' (negative: from the end)")
-    g.add_argument("--noise-strength", type=float, default=0.0, help="std of noise added to the kept frames")
-    g = parser.add_argument_group("structure control")
-    g.add_argument("--controller", default=None, metavar="DIR", help="structure controller folder")
-    g.add_argument("--control", choices=CONTROL_KINDS, default=None, help="control signal")
-    g.add_argument("--control-video", default=None, metavar="PATH",
-                   help="video the control is computed from (for depth: the depth video, unless --depth-estimator)")
-    g.add_argument("--control-frames", type=_indices, default=None, metavar="I,J,...",
-                   help="output frames to control (default: all)")
-    g.add_argument("--control-strength", type=float, default=1.0, help="factor on the controller's residuals")
-    g.add_argument("--save-control", default=None, metavar="PATH", help="write the control video")
-    g.add_argument("--canny-low", type=float, default=100.0, help="Canny low threshold")
-    g.add_argument("--canny-high", type=float, default=200.0, help="Canny high threshold")
-    g.add_argument("--depth-estimator", default=None, metavar="MODULE:FUNCTION",
-                   help="callable frames (3, T, H, W) in [-1, 1] -> depth, run on --control-video")
-
-
 def _read_controller_config(path: str) -> StructureControllerConfig:
     import json
 
@@ -335,8 +302,12 @@ def condition_model(args, transformer: nn.Module, vae, seed: int = 0) -> nn.Modu
         elif args.control == "depth" and args.depth_estimator:
             options = dict(estimator=load_estimator(args.depth_estimator))
         control, mask = read_control(args.control_video, args.control, t, *size, args.control_frames, **options)
-        if args.save_control:
-            save_control(args.save_control, control, fps=args.fps or 18.0)
+        if args.save_control:  # written under a temporary name, renamed when complete
+            from wfvae.cli_support import commit, temp_path
+
+            tmp = temp_path(args.save_control)
+            save_control(tmp, control, fps=args.fps or 18.0)
+            commit(tmp, args.save_control)
             print(f"{args.save_control}: {args.control} control {tuple(control.shape[1:])}", file=sys.stderr)
         controller = StructureController.from_pretrained(args.controller)
         model = attach_controller(model, controller, control, mask, args.control_strength)

@@ -13,9 +13,6 @@ from __future__ import annotations
 import inspect
 from typing import Dict
 
-from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, UniPCMultistepScheduler)
-
 # Sampling defaults of the release's text-to-video script.
 DEFAULT_STEPS = 100
 DEFAULT_GUIDANCE = 7.5
@@ -46,13 +43,15 @@ NOISE_SCHEDULE = dict(
     timestep_spacing="trailing",
 )
 
-SCHEDULERS = {
-    "euler_ancestral": EulerAncestralDiscreteScheduler,  # the release's choice
-    "ddim": DDIMScheduler,
-    "dpm++": DPMSolverMultistepScheduler,
-    "euler": EulerDiscreteScheduler,
-    "ddpm": DDPMScheduler,
-    "unipc": UniPCMultistepScheduler,
+# name -> diffusers class name; the classes are imported on first use (``SCHEDULERS``), so that the names and the
+# defaults above cost no diffusers import (``opensora-sample --help``).
+SCHEDULER_NAMES = {
+    "euler_ancestral": "EulerAncestralDiscreteScheduler",  # the release's choice
+    "ddim": "DDIMScheduler",
+    "dpm++": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "ddpm": "DDPMScheduler",
+    "unipc": "UniPCMultistepScheduler",
 }
 DEFAULT_SCHEDULER = "euler_ancestral"
 
@@ -69,9 +68,9 @@ def make_scheduler(name: str = DEFAULT_SCHEDULER, **overrides):
     ``overrides`` replace or add constructor arguments (e.g. ``prediction_type="epsilon"``, ``solver_order=3``);
     an argument the class does not take raises ValueError, as does an unknown ``name``.
     """
-    if name not in SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
-    cls = SCHEDULERS[name]
+    if name not in SCHEDULER_NAMES:
+        raise ValueError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULER_NAMES)}")
+    cls = _classes()[name]
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = sorted(set(overrides) - accepted)
     if unknown:
@@ -82,7 +81,20 @@ def make_scheduler(name: str = DEFAULT_SCHEDULER, **overrides):
 
 def scheduler_name(scheduler) -> str:
     """The :data:`SCHEDULERS` name of a scheduler instance (its class name if it is not one of them)."""
-    for name, cls in SCHEDULERS.items():
+    for name, cls in _classes().items():
         if type(scheduler) is cls:
             return name
     return type(scheduler).__name__
+
+
+def _classes() -> Dict[str, type]:
+    """:data:`SCHEDULER_NAMES` with the diffusers classes (imported here)."""
+    import diffusers
+
+    return {name: getattr(diffusers, cls) for name, cls in SCHEDULER_NAMES.items()}
+
+
+def __getattr__(name: str):
+    if name == "SCHEDULERS":  # {name: diffusers class}, built on first use
+        return _classes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -88,12 +88,12 @@ def test_png_for_one_frame_refined_prompt_offload(models, tmp_path, capsys):
 
 
 def test_latents_are_saved_before_decoding(models, tmp_path, capsys, monkeypatch):
-    from opensora.pipeline import OpenSoraPipeline
+    from wfvae import WFVAE
 
     def broken(self, *args, **kwargs):
         raise ValueError("decoder exploded")
 
-    monkeypatch.setattr(OpenSoraPipeline, "decode", broken)
+    monkeypatch.setattr(WFVAE, "decode_stream", broken)  # the VAE decoding the command runs
     out, lat = tmp_path / "videos", tmp_path / "z.safetensors"
     code, _, err = _run(["--prompt", "a cat", "--model", models, "--output", str(out), "--num-samples", "2",
                          "--save-latents", str(lat)] + FAST, capsys)
