@@ -8,9 +8,9 @@ MODEL is a release folder (``config.json`` + safetensors), a weights file, or a 
 needs the VGG16 + LPIPS weights, see ``wfvae/lpips.py``) per video with the mean, and writes the same as JSON with
 ``--json`` (each row with its per-frame PSNR, ``frame_psnr``: a scene cut or a bad first frame shows there).
 ``--i3d PATH`` (a TorchScript I3D, see ``wfvae.evaluation.load_i3d``) adds FVD over the whole set; ``--fvd`` without
-``--i3d`` is an error. Bad input: one ``error:`` line, exit code 2.
+``--i3d`` is an error. An existing ``--json`` file is kept unless ``--overwrite``. Bad input: one ``error:`` line,
+exit code 2 (``wfvae.cli_support.run_cli``); on a terminal, a progress bar counts the videos.
 """
-import argparse
 import os
 import sys
 
@@ -18,7 +18,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description="Evaluate WF-VAE reconstructions (PSNR, SSIM, LPIPS, FVD).")
+    from wfvae.cli_support import run_cli
+
+    return run_cli(lambda: _main(argv), oom_hint="use a smaller --size or --frames, or --device cpu")
+
+
+def _main(argv) -> int:
+    from wfvae.cli_support import ErrorParser, Outputs, UsageError, parse_device, parse_dtype
+
+    p = ErrorParser(description="Evaluate WF-VAE reconstructions (PSNR, SSIM, LPIPS, FVD).")
     p.add_argument("model", help="WF-VAE folder, weights file or training .ckpt")
     p.add_argument("inputs", nargs="+", help="videos, folders or .txt lists")
     p.add_argument("--frames", type=int, default=33, help="frames per video (1 + 4n; default 33)")
@@ -34,8 +42,9 @@ def main(argv=None) -> int:
     p.add_argument("--fvd", action="store_true", help="also FVD over the whole set (needs --i3d)")
     p.add_argument("--i3d", default=None, help="TorchScript I3D feature extractor for FVD")
     p.add_argument("--json", default=None, help="write the results here as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     args = p.parse_args(argv)
-    import torch
+    from tqdm import tqdm
 
     from wfvae.checkpoint import write_json_atomic
     from wfvae.data import collect_files
@@ -49,11 +58,13 @@ def main(argv=None) -> int:
             raise ValueError("FVD needs I3D weights: pass --i3d PATH (a TorchScript I3D feature extractor)")
         if args.json and not os.path.isdir(os.path.dirname(os.path.abspath(args.json))):
             raise ValueError(f"--json {args.json}: its folder does not exist; create it or pick another path")
+        if args.json:
+            Outputs(args.overwrite, inputs=[args.model, *args.inputs]).check(args.json, "--json", (".json",))
         paths = [f[0] for f in collect_files(args.inputs)]
         if not paths:
             raise ValueError(f"no videos found in {' '.join(args.inputs)}")
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        vae = load_vae_weights(args.model).to(device=device, dtype=getattr(torch, args.dtype)).eval()
+        device = parse_device(args.device)
+        vae = load_vae_weights(args.model).to(device=device, dtype=parse_dtype(args.dtype, device)).eval()
         lpips = None
         if args.lpips:
             from wfvae.lpips import LPIPS
@@ -61,14 +72,12 @@ def main(argv=None) -> int:
             lpips = LPIPS(heads_path=args.lpips_weights, backbone_path=args.lpips_backbone).to(device)
         i3d = load_i3d(args.i3d) if args.i3d else None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 2
+        raise UsageError(" ".join(str(exc).split())) from None
     print(protocol.describe(), flush=True)
-    result = evaluate(vae, paths, protocol, lpips=lpips, i3d=i3d)
+    with tqdm(paths, desc="evaluate", unit="video", file=sys.stderr, dynamic_ncols=True, disable=None) as bar:
+        result = evaluate(vae, bar, protocol, lpips=lpips, i3d=i3d)
     if not result["videos"]:
-        print(f"error: no video could be evaluated ({'; '.join(s['reason'] for s in result['skipped'])})",
-              file=sys.stderr)
-        return 2
+        raise UsageError(f"no video could be evaluated ({'; '.join(s['reason'] for s in result['skipped'])})")
     print(format_table(result))
     if args.json:
         result["protocol_text"] = protocol.describe()

@@ -12,6 +12,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def main(argv=None) -> int:
+    from wfvae.cli_support import run_cli
+
+    return run_cli(lambda: _main(argv), oom_hint="use a smaller --size or --frames")
+
+
+def _main(argv) -> int:
     from wfvae.cli import ErrorParser, UsageError
 
     p = ErrorParser(prog="latent_stats", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -21,46 +27,39 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=None, help="short-side resize + centre crop (multiple of 8)")
     p.add_argument("--max-files", type=int, default=None, help="use the first N files (stable order)")
     p.add_argument("--write", action="store_true", help="write shift = mean, scale = 1/std into VAE/config.json")
-    try:
-        args = p.parse_args(argv)
-        import torch
-        from tqdm import tqdm
+    args = p.parse_args(argv)
+    import torch
+    from tqdm import tqdm
 
-        from wfvae import WFVAE
-        from wfvae.data import collect_files
-        from wfvae.latent_stats import latent_statistics, write_latent_stats
-        from wfvae.video_io import VideoReadError, read_video
+    from wfvae import WFVAE
+    from wfvae.data import collect_files
+    from wfvae.latent_stats import latent_statistics, write_latent_stats
+    from wfvae.video_io import VideoReadError, read_video
 
-        if args.frames < 1 or (args.frames - 1) % 4:
-            raise UsageError(f"--frames must be 1 + 4n, got {args.frames}")
-        if args.size is not None and (args.size < 8 or args.size % 8):
-            raise UsageError(f"--size must be a positive multiple of 8, got {args.size}")
-        if not os.path.isfile(os.path.join(args.vae, "config.json")):
-            raise UsageError(f"no config.json in VAE folder {args.vae}")
-        paths = [f[0] for f in collect_files(args.inputs)][:args.max_files]
-        if not paths:
-            raise UsageError(f"no videos found in {' '.join(args.inputs)}")
-        vae = WFVAE.from_pretrained(args.vae).eval()
-        size = (args.size, args.size) if args.size else None
+    if args.frames < 1 or (args.frames - 1) % 4:
+        raise UsageError(f"--frames must be 1 + 4n, got {args.frames}")
+    if args.size is not None and (args.size < 8 or args.size % 8):
+        raise UsageError(f"--size must be a positive multiple of 8, got {args.size}")
+    if not os.path.isfile(os.path.join(args.vae, "config.json")):
+        raise UsageError(f"no config.json in VAE folder {args.vae}")
+    paths = [f[0] for f in collect_files(args.inputs)][:args.max_files]
+    if not paths:
+        raise UsageError(f"no videos found in {' '.join(args.inputs)}")
+    vae = WFVAE.from_pretrained(args.vae).eval()
+    size = (args.size, args.size) if args.size else None
 
-        def clips():
-            for path in tqdm(paths, desc="encoding", unit="clip"):
-                try:
-                    clip = read_video(path, num_frames=args.frames, size=size)
-                except VideoReadError as exc:
-                    print(f"skipped {path}: {exc}", file=sys.stderr)
-                    continue
-                if clip.shape[1] == args.frames and clip.shape[2] % 8 == 0 and clip.shape[3] % 8 == 0:
-                    yield clip
+    def clips():
+        for path in tqdm(paths, desc="encoding", unit="clip"):
+            try:
+                clip = read_video(path, num_frames=args.frames, size=size)
+            except VideoReadError as exc:
+                print(f"skipped {path}: {exc}", file=sys.stderr)
+                continue
+            if clip.shape[1] == args.frames and clip.shape[2] % 8 == 0 and clip.shape[3] % 8 == 0:
+                yield clip
 
-        with torch.inference_mode():
-            mean, std = latent_statistics(vae, clips())
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
+    with torch.inference_mode():
+        mean, std = latent_statistics(vae, clips())
     print("channel  mean      std")
     for c, (m, s) in enumerate(zip(mean.tolist(), std.tolist())):
         print(f"{c:7d}  {m:+.4f}  {s:.4f}")

@@ -13,13 +13,17 @@ checkpoint are checked against those constants and then dropped. Everything else
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import re
-from typing import Dict
+import typing
+from typing import Any, Dict, List, Mapping, Union
 
 import torch
 
+from .cli_support import commit, discard, first_line, temp_path
 from .wavelets import haar2d_filters, haar3d_filters
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -28,11 +32,29 @@ CONFIG_NAME = "config.json"
 
 
 def write_json_atomic(values, path: str, indent: int = 2) -> None:
-    """Write ``values`` as JSON to ``path`` through ``path.tmp`` + rename: the file is whole or absent."""
-    with open(path + ".tmp", "w") as fh:
-        json.dump(values, fh, indent=indent)
-        fh.write("\n")
-    os.replace(path + ".tmp", path)
+    """Write ``values`` as JSON to ``path`` through a registered hidden temporary file (``cli_support.temp_path``)
+    + rename: the file is whole or absent, also when the program is interrupted."""
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(values, fh, indent=indent)
+            fh.write("\n")
+        commit(tmp, path)
+    finally:
+        discard(tmp)
+
+
+def save_safetensors_atomic(tensors: Dict[str, torch.Tensor], path: str) -> None:
+    """Write ``tensors`` to a .safetensors file that is whole or absent (registered temporary file + rename), with
+    the usual file permissions."""
+    from safetensors.torch import save_file
+
+    tmp = temp_path(path)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt"})
+        commit(tmp, path)
+    finally:
+        discard(tmp)
 
 
 _HAAR3D_NAMES = ["h", "g", "hh", "gh", "h_v", "g_v", "hh_v", "gh_v"]  # published order = our subband index
@@ -103,23 +125,163 @@ def haar_entries(has_in_out: bool = True, l1_3d: bool = False, l2_3d: bool = Tru
 
 
 def read_state_dict(path: str, allow_pickle: bool = False) -> Dict[str, torch.Tensor]:
-    """Tensors of a ``.safetensors`` file or a published training ``.ckpt`` (EMA weights preferred)."""
+    """Tensors of a ``.safetensors`` file or a published training ``.ckpt`` (EMA weights preferred).
+
+    A ``.ckpt`` is a torch pickle: it is read with ``torch.load(weights_only=True)`` unless ``allow_pickle``.
+    Raises FileNotFoundError for a missing file and ValueError naming the file for anything unreadable."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
     if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        return load_file(path)
+        return read_safetensors(path)
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"cannot read checkpoint {path}: the file is empty")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as exc:  # pickle refused or corrupt file
-        raise ValueError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]} "
-                         f"(if you trust the file, pass allow_pickle=True)") from None
+        detail = first_line(exc)
+        hint = (" (if you trust the file, pass allow_pickle=True)" if "weights_only" in str(exc).lower()
+                and not allow_pickle else "")
+        raise ValueError(f"cannot read checkpoint {path}: not a torch checkpoint or damaged ({detail}){hint}") from None
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path} does not hold a state dict")
+        raise ValueError(f"checkpoint {path} does not hold a state dict (found a {type(ckpt).__name__})")
     if isinstance(ckpt.get("ema_state_dict"), dict) and ckpt["ema_state_dict"]:
-        return ckpt["ema_state_dict"]
-    state = ckpt.get("state_dict", ckpt)
-    if isinstance(state, dict) and isinstance(state.get("gen_model"), dict):
-        state = state["gen_model"]
+        state = ckpt["ema_state_dict"]
+    else:
+        state = ckpt.get("state_dict", ckpt)
+        if isinstance(state, dict) and isinstance(state.get("gen_model"), dict):
+            state = state["gen_model"]
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint {path} does not hold a state dict of tensors (expected ema_state_dict, "
+                         f"state_dict['gen_model'] or a dict of tensors)")
     return state
+
+
+# ---------------------------------------------------------------------------------------------- safe reading
+def read_json_object(path: str, what: str = "config") -> Dict[str, Any]:
+    """The JSON object stored in ``path``.
+
+    Raises FileNotFoundError when the file is absent and ValueError naming the file when it is empty, not
+    UTF-8 text, not JSON, or JSON that is not an object (a list, a number ...)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"cannot read {what} {path}: not a JSON text file") from None
+    if not text.strip():
+        raise ValueError(f"cannot read {what} {path}: the file is empty (expected a JSON object)")
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"cannot read {what} {path}: not valid JSON ({exc.msg} at line {exc.lineno} "
+                         f"column {exc.colno})") from None
+    if not isinstance(values, dict):
+        kind = {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(values), "number")
+        raise ValueError(f"{what} {path} must hold a JSON object {{...}}, found a JSON {kind}")
+    return values
+
+
+def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
+    """All tensors of a safetensors file (on the CPU); ValueError naming the file when it cannot be read."""
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"cannot read weights {path}: the file is empty")
+    try:
+        return load_file(path)
+    except Exception as exc:  # SafetensorError (bad header, truncated data), OSError
+        raise ValueError(f"cannot read weights {path}: truncated or not a safetensors file "
+                         f"({first_line(exc)})") from None
+
+
+def check_dtype(dtype) -> None:
+    """``dtype`` must be None or a floating torch.dtype (ValueError otherwise)."""
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ValueError(f"dtype must be a floating torch.dtype (torch.float32, torch.bfloat16 ...), got {dtype!r}")
+
+
+def is_finite(tensor: torch.Tensor) -> bool:
+    """True unless a floating ``tensor`` holds NaN or +-inf. One reduction pass (min/max propagate NaN), no copy."""
+    if not tensor.is_floating_point() or tensor.numel() == 0:
+        return True
+    low, high = torch.aminmax(tensor.detach())
+    return math.isfinite(low.item()) and math.isfinite(high.item())
+
+
+def check_finite_state(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """ValueError naming the first tensor of a checkpoint that holds NaN or infinite values."""
+    for name, tensor in state.items():
+        if not is_finite(tensor):
+            raise ValueError(f"weights {source}: tensor {name} holds NaN or infinite values: the checkpoint is "
+                             f"broken (re-download it or use an earlier one)")
+
+
+def check_state_dict(expected: Mapping[str, torch.Size], state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Strict key and shape check; the error names every offending tensor (the first 20 of each kind)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = sorted(f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k])}"
+                        for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k]))
+    if not (missing or unexpected or mismatched):
+        return
+
+    def show(items: List[str]) -> str:
+        return f"{items[:20]}{' ...' if len(items) > 20 else ''}"
+
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {show(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {show(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches ({len(mismatched)}): {show(mismatched)}")
+    raise ValueError(f"weights in {source} do not match the config: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------- config values
+def _type_name(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Union:
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin in (list, tuple):
+        return f"a list of {_type_name(args[0])}" if args else "a list"
+    return {bool: "true/false", int: "an integer", float: "a finite number", str: "a string"}.get(hint, str(hint))
+
+
+def _matches(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin is Union:
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        items = args[:1] if len(args) == 2 and args[1] is Ellipsis or origin is list else args
+        if items and len(items) > 1:
+            return len(value) == len(items) and all(_matches(v, a) for v, a in zip(value, items))
+        return not items or all(_matches(v, items[0]) for v in value)
+    return True
+
+
+def check_config_values(cls, values: Mapping[str, Any]) -> None:
+    """ValueError naming the first value of ``values`` whose JSON type does not fit the dataclass field ``cls``
+    declares for it (``"8"`` or ``8.5`` for an int, ``true`` for a number, a number for a list ...)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in values and not _matches(values[f.name], hints[f.name]):
+            value = values[f.name]
+            raise ValueError(f"{f.name} must be {_type_name(hints[f.name])}, got {json.dumps(value)[:60]}")

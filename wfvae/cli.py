@@ -7,34 +7,31 @@
 Frames stream from the reader through the encoder and decoder to the writer; memory stays bounded whatever
 the video length. Any frame count and size works: the video is padded to 1 + 4n frames (repeating the last)
 and to multiples of 8 (replicating edges), and the output is trimmed back to the input's frames, size and fps.
+A still image (jpg, png, webp, bmp) is a one-frame video (written at --fps, default 25).
+
+An existing output is kept unless --overwrite is given; outputs appear only when complete. Bad input gives one
+``error:`` line and exit code 2 (set WFVAE_TRACEBACK=1 for the traceback).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
-import torch
+from .cli_support import (ErrorParser, Outputs, UsageError, check_finite_number, check_finite_tensor, commit,
+                          parse_device, parse_dtype, run_cli, temp_path)
+from .latents_file import LATENTS_FORMAT, MAX_SIDE, latents_metadata, read_latents  # noqa: F401 (re-exported)
 
-from .metrics import SSIM_WINDOW, frame_ssim
+__all__ = ["main", "build_parser", "read_latents", "ErrorParser", "UsageError", "LATENTS_FORMAT", "DEFAULT_MODEL"]
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "models" / "wfvae-tiny"
-LATENTS_FORMAT = "wfvae-latents-v1"
-
-
-class UsageError(Exception):
-    """Bad input: reported as one ``error:`` line with exit code 2."""
-
-
-class ErrorParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors raise :class:`UsageError` (one ``error:`` line, exit 2)."""
-
-    def error(self, message):
-        raise UsageError(message)
+IMAGE_FPS = 25.0  # frame rate of the one-frame video made from a still image when --fps is not given
+MAX_FPS = 1000.0
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")
+OOM_HINT = "pass --max-memory GB (or smaller --latent-chunk / --tile), or --device cpu"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--latent-chunk", type=int, default=None,
                         help="latent frames per chunk (4 video frames each); exact, default 4")
         sp.add_argument("--tile", type=int, default=None, help="spatial tile size in pixels (multiple of 8)")
-        sp.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in pixels (default tile/4)")
+        sp.add_argument("--tile-overlap", type=int, default=None,
+                        help="tile overlap in pixels (default tile/4); needs --tile")
         sp.add_argument("--max-memory", type=float, default=None, metavar="GB",
                         help="pick chunk and tile sizes whose estimated peak fits this many GB")
         sp.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
@@ -55,8 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
         if reads_video:
             sp.add_argument("--start", type=int, default=0, help="first frame to read")
             sp.add_argument("--frames", type=int, default=None, help="number of frames to read (default: all)")
-            sp.add_argument("--size", default=None, metavar="HxW", help="resize short side and centre-crop to HxW")
-            sp.add_argument("--fps", type=float, default=None, help="resample to this frame rate")
+            sp.add_argument("--size", default=None, metavar="HxW",
+                            help=f"resize short side and centre-crop to HxW (at most {MAX_SIDE} per side)")
+            sp.add_argument("--fps", type=float, default=None,
+                            help=f"resample to this frame rate (a still image: its rate, default {IMAGE_FPS:g})")
+        sp.add_argument("--overwrite", action="store_true", help="replace the output if it exists")
         sp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     def writes_video(sp):
@@ -81,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# ---------------------------------------------------------------------------------------------- helpers
+# ---------------------------------------------------------------------------------------------- checks
 def _parse_size(text: Optional[str]):
     if text is None:
         return None
@@ -91,46 +92,66 @@ def _parse_size(text: Optional[str]):
         raise UsageError(f"--size must look like 256x256, got {text!r}") from None
     if h < 1 or w < 1:
         raise UsageError(f"--size must be positive, got {text!r}")
+    if max(h, w) > MAX_SIDE:
+        raise UsageError(f"--size {text} is too large: at most {MAX_SIDE} pixels per side")
     return h, w
 
 
-def _device_dtype(args):
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except RuntimeError:
-        raise UsageError(f"--device must be cpu or cuda[:i], got {args.device!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda requested but no CUDA device is available; use --device cpu")
-    if device.type not in ("cpu", "cuda"):
-        raise UsageError(f"--device must be cpu or cuda[:i], got {args.device!r}")
-    name = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
-    return device, getattr(torch, name)
+def _check_flags(args) -> None:
+    """Every flag checked before anything is opened, loaded or written."""
+    if getattr(args, "crf", 18) not in range(52):
+        raise UsageError(f"--crf must be an integer from 0 to 51 (H.264), got {args.crf}")
+    if args.latent_chunk is not None and args.latent_chunk < 1:
+        raise UsageError(f"--latent-chunk must be >= 1, got {args.latent_chunk}")
+    if args.tile_overlap is not None and args.tile is None:
+        raise UsageError("--tile-overlap needs --tile (the tile size in pixels)")
+    if args.tile is not None and (args.tile < 16 or args.tile % 8):
+        raise UsageError(f"--tile must be a multiple of 8 pixels, at least 16, got {args.tile}")
+    if args.tile_overlap is not None and (args.tile_overlap % 8 or not 0 <= args.tile_overlap < args.tile):
+        raise UsageError(f"--tile-overlap must be a multiple of 8 from 0 to below --tile, got {args.tile_overlap}")
+    check_finite_number(args.max_memory, "--max-memory", 0, low_open=True)
+    if args.command != "decode":
+        if args.start < 0:
+            raise UsageError(f"--start must be >= 0, got {args.start}")
+        if args.frames is not None and args.frames < 1:
+            raise UsageError(f"--frames must be >= 1, got {args.frames}")
+        check_finite_number(args.fps, "--fps", 0, MAX_FPS, low_open=True)
+        args.size_hw = _parse_size(args.size)
+    if args.device is not None and not args.device.strip():
+        raise UsageError("--device is empty: give cpu, cuda or cuda:i (or leave it out)")
 
 
-def _load_model(args, device, dtype):
-    from .vae import WFVAE
-
+def _model_path(args) -> str:
     path = args.model or str(DEFAULT_MODEL)
     if not os.path.exists(path):
         hint = "" if args.model else " (the shipped model is missing: pass --model with a WF-VAE folder)"
         raise UsageError(f"model not found: {path}{hint}")
+    return path
+
+
+def _model_files(path: str):
+    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
+
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    return [path, os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, CONFIG_NAME)]
+
+
+def _load_model(path, device, dtype):
+    from .vae import WFVAE
+
     try:
         return WFVAE.from_pretrained(path, dtype=dtype, device=device)
-    except (ValueError, FileNotFoundError, OSError) as exc:
-        raise UsageError(f"cannot load model {path}: {exc}") from None
+    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise UsageError(f"cannot load model {path}: {text[:300]}") from None
 
 
 def _plan(args, vae, height, width, num_latent, mode):
     """Chunk and tile sizes from the flags or the memory budget."""
     from .memory import plan
 
-    if args.latent_chunk is not None and args.latent_chunk < 1:
-        raise UsageError("--latent-chunk must be >= 1")
     if args.max_memory is None:
         return args.latent_chunk or 4, args.tile, args.tile_overlap, None
-    if args.max_memory <= 0:
-        raise UsageError("--max-memory must be > 0")
     weights = sum(p.numel() * p.element_size() for p in vae.parameters())
     try:
         chosen = plan(vae.config.base_channels, vae.temporal_compression, height, width, vae.dtype, args.max_memory,
@@ -141,37 +162,29 @@ def _plan(args, vae, height, width, num_latent, mode):
             args.tile_overlap if args.tile else chosen.tile_overlap, chosen)
 
 
-def _check_output(path: str, suffixes) -> None:
-    if not path.lower().endswith(suffixes):
-        raise UsageError(f"output {path} must end with {' or '.join(suffixes)}")
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create output folder {folder}: {exc.strerror}") from None
-
-
 def _open_reader(args):
     from .video_io import VideoReadError, VideoReader
 
     if not os.path.isfile(args.input):
         raise UsageError(f"input not found: {args.input}")
-    if args.start < 0 or (args.frames is not None and args.frames < 1):
-        raise UsageError("--start must be >= 0 and --frames >= 1")
-    if args.fps is not None and args.fps <= 0:
-        raise UsageError("--fps must be > 0")
     try:
-        reader = VideoReader(args.input, start=args.start, num_frames=args.frames, fps=args.fps,
-                             size=_parse_size(args.size))
+        reader = VideoReader(args.input, start=args.start, num_frames=args.frames, fps=args.fps, size=args.size_hw)
     except (VideoReadError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     if reader.num_frames < 1:
         raise UsageError(f"no frames to read from {args.input} (start {args.start} is past the end?)")
+    if max(reader.size) > MAX_SIDE:
+        raise UsageError(f"{args.input} is {reader.size[0]}x{reader.size[1]}: more than {MAX_SIDE} pixels per side; "
+                         f"pass --size HxW")
+    if reader.fps is None:  # a still image: a one-frame video
+        reader.fps = args.fps or IMAGE_FPS
     return reader
 
 
-def _aligned_video_chunks(reader, vae, latent_chunk, device, dtype) -> Iterator[torch.Tensor]:
+def _aligned_video_chunks(reader, vae, latent_chunk, device, dtype) -> Iterator:
     """Reader frames, padded to 1 + 4n frames and multiples of 8, as encoder-aligned (1, 3, t, H', W') chunks."""
+    import torch
+
     from .padding import pad_video, padded_shape
 
     total = padded_shape(reader.num_frames, 1, 1, vae.temporal_compression)[0]
@@ -205,13 +218,19 @@ class _Trim:
         self.sse, self.count, self.pending = 0.0, 0, []
         self.ssim_sum, self.ssim_frames = 0.0, 0
 
-    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+    def __call__(self, frames):
+        """Decoded (1, 3, t, H', W') -> float32 CPU (3, t', h, w); non-finite values are an error (nothing written)."""
+        check_finite_tensor(frames, "the model's decoded video")
         frames = frames[0, :, : self.left, : self.h, : self.w].float().clamp(-1, 1).cpu()
         self.left -= frames.shape[1]
         return frames
 
-    def compare(self, output: torch.Tensor) -> None:
+    def compare(self, output) -> None:
         """PSNR bookkeeping: ``pending`` holds input frames (3, t, H, W) not yet matched by output frames."""
+        import torch
+
+        from .metrics import SSIM_WINDOW, frame_ssim
+
         ref = torch.cat(self.pending, dim=1) if self.pending else output[:, :0]
         n = output.shape[1]
         diff = (ref[:, :n].float() - output) / 2  # [-1, 1] -> [0, 1] scale
@@ -236,25 +255,33 @@ def _progress(total, quiet, desc):
     return tqdm(total=total, unit="frame", desc=desc, disable=quiet, file=sys.stderr, dynamic_ncols=True)
 
 
+def _start(args, suffixes):
+    """Checks the output path (before any heavy work) and the device; returns (outputs, model path, device, dtype)."""
+    model = _model_path(args)
+    outputs = Outputs(overwrite=args.overwrite, inputs=[args.input] + _model_files(model))
+    outputs.check(args.output, suffixes=suffixes)
+    device = parse_device(args.device)
+    return outputs, model, device, parse_dtype(args.dtype, device)
+
+
 def _video_job(args, suffixes, mode):
-    """Checks the output path, opens the reader and the model, and plans chunk/tile sizes for a video input."""
-    _check_output(args.output, suffixes)
-    device, dtype = _device_dtype(args)
+    """Checks the output, opens the reader and the model, and plans chunk/tile sizes for a video input."""
+    outputs, model, device, dtype = _start(args, suffixes)
     reader = _open_reader(args)
-    vae = _load_model(args, device, dtype)
+    vae = _load_model(model, device, dtype)
     h, w = reader.size
     n_lat = 1 + -(-(reader.num_frames - 1) // vae.temporal_compression)
     k, tile, overlap, chosen = _plan(args, vae, -(-h // 8) * 8, -(-w // 8) * 8, n_lat, mode)
     if chosen is not None:
         print(f"memory plan: {chosen.describe()}", file=sys.stderr)
-    return device, dtype, reader, vae, (k, tile, overlap)
+    return outputs, device, dtype, reader, vae, (k, tile, overlap)
 
 
 # ---------------------------------------------------------------------------------------------- commands
 def cmd_reconstruct(args) -> None:
     from .video_io import VideoWriter
 
-    device, dtype, reader, vae, (k, tile, overlap) = _video_job(args, (".mp4", ".mkv", ".mov"), "decode")
+    outputs, device, dtype, reader, vae, (k, tile, overlap) = _video_job(args, VIDEO_SUFFIXES, "decode")
     h, w = reader.size
     trim = _Trim(reader.num_frames, h, w)
     inputs = _aligned_video_chunks(reader, vae, k, device, dtype)
@@ -265,7 +292,7 @@ def cmd_reconstruct(args) -> None:
             yield chunk
 
     latents = (p[:, : vae.config.latent_dim] for p in vae.encode_stream(recorded(), tile, overlap))
-
+    outputs.make_parent(args.output)
     writer = VideoWriter(args.output, fps=reader.fps, crf=args.crf, lossless=args.lossless)
     with writer, _progress(reader.num_frames, args.quiet, "reconstruct") as bar:
         for frames in vae.decode_stream(latents, tile, overlap):
@@ -274,69 +301,48 @@ def cmd_reconstruct(args) -> None:
                 trim.compare(frames)
                 writer.write(frames)
                 bar.update(frames.shape[1])
-    print(f"{args.output}: {reader.num_frames} frames {h}x{w} @ {reader.fps:g} fps, PSNR {trim.psnr():.2f} dB, SSIM {trim.ssim()}")
+    print(f"{args.output}: {reader.num_frames} frames {h}x{w} @ {reader.fps:g} fps, PSNR {trim.psnr():.2f} dB, "
+          f"SSIM {trim.ssim()}")
 
 
 def cmd_encode(args) -> None:
+    import torch
     from safetensors.torch import save_file
 
-    device, dtype, reader, vae, (k, tile, overlap) = _video_job(args, (".safetensors",), "encode")
+    outputs, device, dtype, reader, vae, (k, tile, overlap) = _video_job(args, (".safetensors",), "encode")
     h, w = reader.size
     parts = []
     with _progress(reader.num_frames, args.quiet, "encode") as bar:
         stream = vae.encode_stream(_aligned_video_chunks(reader, vae, k, device, dtype), tile, overlap)
         for params in stream:
-            parts.append(params[:, : vae.config.latent_dim].float().cpu())
+            part = params[:, : vae.config.latent_dim].float().cpu()
+            check_finite_tensor(part, "the model's encoder output")
+            parts.append(part)
             bar.update(min(params.shape[2] * vae.temporal_compression, bar.total - bar.n))
     latents = torch.cat(parts, dim=2).contiguous()
-    meta = {"format": LATENTS_FORMAT, "fps": repr(float(reader.fps)), "num_frames": str(reader.num_frames),
-            "height": str(h), "width": str(w), "model_config": json.dumps(vae.config.to_dict(), sort_keys=True)}
-    tmp = args.output + ".tmp"
-    try:
-        save_file({"latents": latents}, tmp, metadata=meta)
-        os.replace(tmp, args.output)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    meta = latents_metadata(vae, reader.num_frames, h, w, reader.fps)
+    outputs.make_parent(args.output)
+    tmp = temp_path(args.output)
+    save_file({"latents": latents}, tmp, metadata=meta)
+    commit(tmp, args.output)
     print(f"{args.output}: latents {tuple(latents.shape)} for {reader.num_frames} frames {h}x{w}")
-
-
-def read_latents(path: str, vae=None):
-    """(latents (1, C, t, h, w), metadata) from a ``wfvae encode`` file; checks it matches ``vae``."""
-    from safetensors import safe_open
-
-    if not os.path.isfile(path):
-        raise UsageError(f"latents file not found: {path}")
-    try:
-        with safe_open(path, "pt") as fh:
-            meta = fh.metadata() or {}
-            latents = fh.get_tensor("latents")
-    except Exception as exc:
-        raise UsageError(f"cannot read latents {path}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if meta.get("format") != LATENTS_FORMAT or latents.dim() != 5:
-        raise UsageError(f"{path} is not a 'wfvae encode' latents file")
-    if vae is not None:
-        theirs = json.loads(meta.get("model_config", "{}"))
-        if theirs != json.loads(json.dumps(vae.config.to_dict(), sort_keys=True)):
-            diff = sorted(k for k in set(theirs) | set(vae.config.to_dict())
-                          if theirs.get(k) != vae.config.to_dict().get(k))
-            raise UsageError(f"{path} was encoded by a different WF-VAE (config differs in {', '.join(diff)})")
-    return latents, meta
 
 
 def cmd_decode(args) -> None:
     from .video_io import VideoWriter
 
-    _check_output(args.output, (".mp4", ".mkv", ".mov"))
-    device, dtype = _device_dtype(args)
-    vae = _load_model(args, device, dtype)
+    outputs, model, device, dtype = _start(args, VIDEO_SUFFIXES)
+    if not os.path.isfile(args.input):
+        raise UsageError(f"latents file not found: {args.input}")
+    vae = _load_model(model, device, dtype)
     latents, meta = read_latents(args.input, vae)
     num_frames, h, w, fps = int(meta["num_frames"]), int(meta["height"]), int(meta["width"]), float(meta["fps"])
     k, tile, overlap, chosen = _plan(args, vae, latents.shape[3] * 8, latents.shape[4] * 8, latents.shape[2], "decode")
     if chosen is not None:
         print(f"memory plan: {chosen.describe()}", file=sys.stderr)
     trim = _Trim(num_frames, h, w)
-    chunks = (latents[:, :, i:i + k] for i in range(0, latents.shape[2], k))
+    chunks = (latents[:, :, i:i + k].to(device, dtype) for i in range(0, latents.shape[2], k))
+    outputs.make_parent(args.output)
     writer = VideoWriter(args.output, fps=fps, crf=args.crf, lossless=args.lossless)
     with writer, _progress(num_frames, args.quiet, "decode") as bar:
         for frames in vae.decode_stream(chunks, tile, overlap):
@@ -347,25 +353,15 @@ def cmd_decode(args) -> None:
     print(f"{args.output}: {num_frames} frames {h}x{w} @ {fps:g} fps")
 
 
+def _main(argv) -> None:
+    args = build_parser().parse_args(argv)
+    _check_flags(args)
+    {"reconstruct": cmd_reconstruct, "encode": cmd_encode, "decode": cmd_decode}[args.command](args)
+
+
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        if getattr(args, "crf", 18) not in range(52):
-            raise UsageError(f"--crf must be an integer from 0 to 51 (H.264), got {args.crf}")
-        {"reconstruct": cmd_reconstruct, "encode": cmd_encode, "decode": cmd_decode}[args.command](args)
-        return 0
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as exc:  # includes VideoReadError raised while streaming
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 2
-    except torch.OutOfMemoryError:
-        print("error: out of memory: pass --max-memory GB (or smaller --latent-chunk / --tile)", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; no output was written", file=sys.stderr)
-        return 130
+    """The ``wfvae`` command; returns the exit code (0, or 2 with one ``error:`` line on stderr)."""
+    return run_cli(lambda: _main(argv), oom_hint=OOM_HINT)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ import torch.nn as nn
 
 from .causal import StreamCache
 from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, check_dtype, check_finite_state, check_state_dict, haar_entries,
-                         normalize_keys, read_json_object, read_state_dict, split_haar, write_json_atomic)
+                         normalize_keys, read_json_object, read_state_dict, save_safetensors_atomic, split_haar,
+                         write_json_atomic)
 from .cli_support import first_line
 from .model import Decoder, DiagonalGaussian, Encoder, WFVAEConfig
 from .tiling import TileGrid
@@ -258,16 +259,13 @@ class WFVAE(nn.Module):
     def save_pretrained(self, folder: str) -> None:
         """Write the release layout: ``config.json`` + ``diffusion_pytorch_model.safetensors`` (Haar entries included,
         so the published code loads it too). Files appear only when complete."""
-        from safetensors.torch import save_file
-
         os.makedirs(folder, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         haar = haar_entries(True, self.config.temporal("l1"), self.config.temporal("l2"))
         dtype = next(iter(state.values())).dtype
         state.update({k: v.to(dtype) for k, v in haar.items()})
         weights = os.path.join(folder, WEIGHTS_NAME)
-        save_file(state, weights + ".tmp", metadata={"format": "pt"})
-        os.replace(weights + ".tmp", weights)
+        save_safetensors_atomic(state, weights)
         cfg_path = os.path.join(folder, CONFIG_NAME)
         write_json_atomic(self.config.to_dict(), cfg_path)
 

@@ -12,15 +12,18 @@ is renamed onto the final path only when writing succeeds; on error or :meth:`Vi
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import secrets
+import sys
 from fractions import Fraction
 from typing import Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .cli_support import commit, discard, temp_path
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _CRF_CODECS = ("libx264", "libx264rgb", "libx265", "libvpx-vp9")
@@ -35,6 +38,24 @@ class VideoReadError(ValueError):
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Sends file descriptor 2 to /dev/null for the block: decord's bundled FFmpeg logs straight to it."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _as_fraction(value) -> Fraction:
@@ -146,22 +167,28 @@ class VideoReader:
             with av.open(self.path) as container:
                 if not container.streams.video:
                     raise RuntimeError("no video stream")
+                fmt = container.format.name
+                codec = container.streams.video[0].codec_context.name
         except ImportError:
-            pass
+            fmt = codec = ""
         except Exception as exc:
             raise VideoReadError(f"cannot read video {self.path}: {_one_line(exc)}") from None
+        if fmt.endswith("_pipe") or fmt.startswith("image2"):  # e.g. a PNG renamed .mp4
+            raise VideoReadError(f"{self.path} is a {codec.upper() or 'still'} image, not a video: give it an image "
+                                 f"extension ({', '.join(IMAGE_EXTENSIONS)}) to read it as a one-frame clip")
         errors = []
         if backend in ("auto", "decord"):
             try:
                 import decord
 
-                vr = decord.VideoReader(self.path, ctx=decord.cpu(0))
-                count, fps = len(vr), vr.get_avg_fps()
-                if count < 1:
-                    raise RuntimeError("no frames")
-                # decord mis-copies frames whose rows FFmpeg pads (some widths, e.g. 16 or 48): it then fails here
-                self._src_hw = tuple(vr.get_batch([0]).shape[1:3])
-                vr.seek(0)
+                with _quiet_stderr():
+                    vr = decord.VideoReader(self.path, ctx=decord.cpu(0))
+                    count, fps = len(vr), vr.get_avg_fps()
+                    if count < 1:
+                        raise RuntimeError("no frames")
+                    # decord mis-copies frames whose rows FFmpeg pads (some widths, e.g. 16 or 48): it fails here
+                    self._src_hw = tuple(vr.get_batch([0]).shape[1:3])
+                    vr.seek(0)
                 self._vr, self.backend, self._src_count = vr, "decord", count
                 self._src_fps = _as_fraction(fps) if fps > 0 else None
                 return
@@ -239,7 +266,8 @@ class VideoReader:
         for a in range(0, self.num_frames, chunk_frames):
             idx = [self.source_index(k) for k in range(a, min(a + chunk_frames, self.num_frames))]
             unique = sorted(set(idx))
-            batch = self._vr.get_batch(unique).asnumpy()
+            with _quiet_stderr():
+                batch = self._vr.get_batch(unique).asnumpy()
             pos = {i: j for j, i in enumerate(unique)}
             yield batch if len(unique) == len(idx) else batch[[pos[i] for i in idx]]
 
@@ -319,15 +347,6 @@ def read_video(path: Union[str, os.PathLike], start: int = 0, num_frames: Option
         return reader.read()
 
 
-def _temp_path(path: str) -> str:
-    """A fresh hidden name next to ``path`` keeping its extension (muxers pick the format from it). Not created
-    here, so the file gets the usual permissions when written."""
-    folder, name = os.path.split(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"output folder does not exist: {folder}")
-    return os.path.join(folder, f".{name}.{secrets.token_hex(4)}.part{os.path.splitext(name)[1]}")
-
-
 class VideoWriter:
     """Streams float ``(3, t, H, W)`` clips in ``[-1, 1]`` to a video file; a context manager.
 
@@ -364,7 +383,7 @@ class VideoWriter:
         self.preset, self.options = preset, dict(options or {})
         self.frames_written = 0
         self._container = self._stream = None
-        self._tmp, self._done = _temp_path(self.path), False
+        self._tmp, self._done = temp_path(self.path), False
 
     def _open(self, height: int, width: int) -> None:
         import av
@@ -378,6 +397,8 @@ class VideoWriter:
         elif self.codec in _CRF_CODECS:
             options["crf"] = str(self.crf)
         options.update({k: str(v) for k, v in self.options.items()})
+        with open(self._tmp, "wb"):  # the muxer creates the file only with its first packet (x264 buffers ~50 frames)
+            pass
         self._container = av.open(self._tmp, mode="w")
         stream = self._container.add_stream(self.codec, rate=self.fps, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
@@ -417,7 +438,7 @@ class VideoWriter:
                 self._container.mux(packet)
             self._container.close()
             self._container = None
-            os.replace(self._tmp, self.path)
+            commit(self._tmp, self.path)
             self._done = True
         except BaseException:
             self.abort()
@@ -432,8 +453,7 @@ class VideoWriter:
             except Exception:
                 pass
             self._container = None
-        if os.path.exists(self._tmp):
-            os.remove(self._tmp)
+        discard(self._tmp)
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -461,10 +481,9 @@ def write_image(path: Union[str, os.PathLike], frame: torch.Tensor) -> None:
         raise ValueError(f"expected one frame (3, H, W) or (3, 1, H, W), got {tuple(frame.shape)}")
     image = Image.fromarray(to_uint8(frame)[0])
     fmt = Image.registered_extensions().get(os.path.splitext(path)[1].lower(), "PNG")
-    tmp = _temp_path(path)
+    tmp = temp_path(path)
     try:
         image.save(tmp, format=fmt)
-        os.replace(tmp, path)
+        commit(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        discard(tmp)

@@ -14,7 +14,7 @@ from typing import Dict, Iterable, List, Mapping, Union
 import torch
 
 from wfvae.checkpoint import (check_dtype, check_state_dict, is_finite, read_json_object, read_safetensors,
-                              write_json_atomic)
+                              save_safetensors_atomic, write_json_atomic)
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "INDEX_NAME", "parse_size", "read_weights", "write_weights",
            "check_state_dict", "check_dtype", "cast_state", "weights_file", "write_json_atomic"]
@@ -105,13 +105,6 @@ def _plan_shards(state: Mapping[str, torch.Tensor], max_bytes: int) -> List[List
     return shards
 
 
-def _save_atomic(tensors: Dict[str, torch.Tensor], path: str) -> None:
-    from safetensors.torch import save_file
-
-    save_file(tensors, path + ".tmp", metadata={"format": "pt"})
-    os.replace(path + ".tmp", path)
-
-
 def _remove(paths: Iterable[str]) -> None:
     for path in paths:
         if os.path.isfile(path):
@@ -130,13 +123,13 @@ def write_weights(state: Mapping[str, torch.Tensor], folder: str,
     shards = _plan_shards(tensors, parse_size(max_shard_size))
     stale = [os.path.join(folder, f) for f in os.listdir(folder) if _SHARD.match(f) or f in (WEIGHTS_NAME, INDEX_NAME)]
     if len(shards) == 1:
-        _save_atomic(tensors, os.path.join(folder, WEIGHTS_NAME))
+        save_safetensors_atomic(tensors, os.path.join(folder, WEIGHTS_NAME))
         _remove(p for p in stale if os.path.basename(p) != WEIGHTS_NAME)
         return [WEIGHTS_NAME]
     names = [f"diffusion_pytorch_model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map = {}
     for name, keys in zip(names, shards):
-        _save_atomic({k: tensors[k] for k in keys}, os.path.join(folder, name))
+        save_safetensors_atomic({k: tensors[k] for k in keys}, os.path.join(folder, name))
         weight_map.update({k: name for k in keys})
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     write_json_atomic({"metadata": {"total_size": total}, "weight_map": weight_map}, os.path.join(folder, INDEX_NAME))
