@@ -66,7 +66,9 @@ class BucketBatchSampler(Sampler[List[int]]):
     no batch can be split (all single samples, e.g. ``batch_size`` 1 and an odd count on 2 ranks) are batches
     repeated. All ranks compute the same list from the same seed,
     so no communication is needed. Call :meth:`set_epoch` each epoch; Lightning calls ``set_epoch`` on
-    ``batch_sampler.sampler`` only, so :attr:`sampler` is a small handle that forwards it here (also on resume).
+    ``batch_sampler.sampler`` only, so :attr:`sampler` is a small handle that forwards it here. The training
+    loader of :class:`opensora.data.OpenSoraDataModule` wraps it in :class:`wfvae.resume.ResumableBatchSampler`,
+    which counts the epochs itself and asks for :meth:`epoch_batches` (exact resume).
 
     Args:
         keys: one hashable bucket key per dataset index (e.g. ``(frames, h, w)``).
@@ -124,8 +126,12 @@ class BucketBatchSampler(Sampler[List[int]]):
             batches[largest:largest] = [b[:half], b[half:]]
         return batches
 
+    def epoch_batches(self, epoch: int) -> List[List[int]]:
+        """This rank's batches of ``epoch`` (what :class:`wfvae.resume.ResumableBatchSampler` iterates)."""
+        return self.global_batches(epoch)[self.rank::self.num_replicas]
+
     def __iter__(self) -> Iterator[List[int]]:
-        yield from self.global_batches(self.epoch)[self.rank::self.num_replicas]
+        yield from self.epoch_batches(self.epoch)
 
     def __len__(self) -> int:
         return len(self.global_batches(self.epoch)) // self.num_replicas

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from wfvae.resume import ResumableBatchSampler, ResumableLoader, split_index, step_rng, training_step_seed
 from wfvae.training import lr_multiplier
 
 from .control import make_control
@@ -67,7 +68,8 @@ class StructureControllerTraining(L.LightningModule):
         control, control_options: control signal computed from ``video`` when a batch has no ``control``.
         partial_control_prob: probability of controlling a random subset of the latent frames.
         lr, weight_decay, warmup_steps: AdamW on the controller's parameters only, linear warm-up.
-        seed: seeds the random base.
+        seed: seeds the random base, and each training step's timesteps, noise and frame masks together with
+            ``(global_step, micro-batch, rank)`` (:func:`wfvae.resume.step_rng`: a resumed run draws the same).
         export_dir: where to save the trained controller at the end of ``fit``.
     """
 
@@ -191,7 +193,8 @@ class StructureControllerTraining(L.LightningModule):
     def training_step(self, batch: Optional[Dict[str, Any]], batch_idx: int):
         if batch is None:  # every file of the batch was unreadable (wfvae.data.collate_clips)
             return None
-        loss = self.diffusion_loss(batch)
+        with step_rng(self.device, *training_step_seed(self, self.hparams.seed, batch_idx)):
+            loss = self.diffusion_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch.get("latents", batch.get("video"))))
         return loss
 
@@ -266,7 +269,8 @@ class SyntheticControlDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, index) -> Dict[str, torch.Tensor]:
+        index = split_index(index)[0]  # (index, seed) from a ResumableBatchSampler: the item is fixed by index
         g = torch.Generator().manual_seed(self.seed + index)
         video = moving_shapes(self.num_frames, self.height, self.width, g)
         return {"video": video, "latents": pseudo_latents(video, self.projection),
@@ -276,7 +280,8 @@ class SyntheticControlDataset(Dataset):
 
 
 class SyntheticControlData(L.LightningDataModule):
-    """:class:`SyntheticControlDataset` for training and validation (different seeds): no files, CPU-fast."""
+    """:class:`SyntheticControlDataset` for training and validation (different seeds): no files, CPU-fast. The
+    training loader shards by rank itself: with DDP set ``trainer.use_distributed_sampler: false``."""
 
     def __init__(self, samples_per_epoch: int = 16, val_samples: int = 2, num_frames: int = 9, height: int = 32,
                  width: int = 32, latent_channels: int = 8, caption_length: int = 4, caption_channels: int = 32,
@@ -290,9 +295,15 @@ class SyntheticControlData(L.LightningDataModule):
                                        hp.caption_length, hp.caption_channels, hp.control, seed)
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled per ``(seed, epoch)``, full batches; resumable (:class:`wfvae.resume.ResumableLoader`)."""
+        from wfvae.data import KindBatchSampler
+
         hp = self.hparams
-        return DataLoader(self._dataset(hp.samples_per_epoch, hp.seed), batch_size=hp.batch_size, shuffle=True,
-                          num_workers=hp.num_workers, drop_last=True)
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        sampler = KindBatchSampler(["clip"] * hp.samples_per_epoch, hp.batch_size, shuffle=True, drop_last=True,
+                                   seed=hp.seed, num_replicas=world, rank=rank)
+        return ResumableLoader(self._dataset(hp.samples_per_epoch, hp.seed), ResumableBatchSampler(sampler, hp.seed),
+                               num_workers=hp.num_workers)
 
     def val_dataloader(self) -> List[DataLoader]:
         hp = self.hparams

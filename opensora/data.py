@@ -38,10 +38,10 @@ optional ``masked_latents`` / ``latent_mask``) instead, for small GPUs.
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import random
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import lightning as L
@@ -49,7 +49,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from wfvae.video_io import IMAGE_EXTENSIONS, VideoReader
+from wfvae.data_checks import (DataSourceError, NoValidationWarning, UnreadableFileWarning, all_unreadable_error,
+                               every_file_failed, first_readable, missing_source, read_json_list)
+from wfvae.resume import ResumableBatchSampler, ResumableLoader, split_index
+from wfvae.video_io import IMAGE_EXTENSIONS, VideoReader, VideoReadError
 
 from .buckets import BucketBatchSampler, aspect_ok, min_max_token_shape, valid_frames
 from .masks import RELEASE_IMAGE_MIX, RELEASE_VIDEO_MIX, frame_mask, pixel_mask, sample_mask_type
@@ -59,14 +62,15 @@ def is_image(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def read_data_file(data: Union[str, Sequence[str]]) -> List[Tuple[str, str]]:
+def read_data_file(data: Union[str, Sequence[str]], setting: str = "data") -> List[Tuple[str, str]]:
     """``(folder, annotation.json)`` pairs of a data file, an annotation JSON, or a list of them."""
     if not isinstance(data, str):
-        return [pair for item in data for pair in read_data_file(item)]
+        return [pair for item in data for pair in read_data_file(item, setting)]
     if data.endswith(".json"):
         return [(os.path.dirname(os.path.abspath(data)), data)]
     if not os.path.isfile(data):
-        raise FileNotFoundError(f"data file not found: {data}")
+        raise missing_source(data, setting, "give a data .txt (one folder,annotation.json per line) or an "
+                                           "annotation .json (python tools/build_annotations.py makes one)")
     base = os.path.dirname(os.path.abspath(data))
     pairs = []
     with open(data) as fh:
@@ -83,13 +87,16 @@ def read_data_file(data: Union[str, Sequence[str]]) -> List[Tuple[str, str]]:
     return pairs
 
 
-def load_entries(data: Union[str, Sequence[str]], min_aesthetic: Optional[float] = None) -> List[Dict[str, Any]]:
-    """Every annotation entry of ``data`` with ``path`` made absolute (entries below ``min_aesthetic`` dropped)."""
+def load_entries(data: Union[str, Sequence[str]], min_aesthetic: Optional[float] = None,
+                 setting: str = "data") -> List[Dict[str, Any]]:
+    """Every annotation entry of ``data`` with ``path`` made absolute (entries below ``min_aesthetic`` dropped).
+    A missing or malformed file raises :class:`wfvae.data_checks.DataSourceError` naming it and ``setting``."""
     entries = []
-    for folder, anno in read_data_file(data):
-        with open(anno) as fh:
-            items = json.load(fh)
-        for item in items:
+    for folder, anno in read_data_file(data, setting):
+        for item in read_json_list(anno, setting):
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+                raise DataSourceError(f"annotation file {anno} has an entry without a \"path\" (setting {setting}): "
+                                      f"{str(item)[:80]}")
             if min_aesthetic is not None and item.get("aesthetic", math.inf) < min_aesthetic:
                 continue
             entries.append({**item, "path": os.path.join(folder, item["path"])})
@@ -138,6 +145,7 @@ class AnnotationDataset(Dataset):
         self.mask_mix, self.image_mask_mix = mask_mix, image_mask_mix or (RELEASE_IMAGE_MIX if mask_mix else None)
         self.clear_ratio = (min_clear_ratio, max_clear_ratio)
         self.entries, self.shapes = [], []
+        self.skipped: Dict[str, str] = {}  # unreadable files met so far: path -> reason
         for entry in entries:
             shape = self.entry_shape(entry, num_frames, max_tokens, min_tokens, stride, max_aspect)
             if shape is None or (shape[0] == 1 and not use_images) or (shape[0] > 1 and shape[0] < min_frames):
@@ -177,8 +185,10 @@ class AnnotationDataset(Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    def read(self, index: int) -> torch.Tensor:
-        """The clip (3, T, h, w) of entry ``index`` at its bucket shape."""
+    def read(self, index: int, rng: Optional[random.Random] = None) -> torch.Tensor:
+        """The clip (3, T, h, w) of entry ``index`` at its bucket shape (a training window drawn with ``rng``,
+        default: the global ``random``)."""
+        rng = rng or random.Random(random.getrandbits(63))
         entry, (frames, h, w) = self.entries[index], self.shapes[index]
         crop = entry.get("crop")
         size = None if crop else (h, w)
@@ -189,7 +199,7 @@ class AnnotationDataset(Dataset):
             src, out = self._rates(entry)
             span = min(end - first, math.ceil(frames * src / out))
             slack = max(end - first - span, 0)
-            start = first + (random.randint(0, slack) if self.train else slack // 2)
+            start = first + (rng.randint(0, slack) if self.train else slack // 2)
             with VideoReader(entry["path"], start=start, num_frames=frames, fps=out, size=size) as reader:
                 video = reader.read()
             if video.shape[1] < frames:  # the file is shorter than its annotation says: repeat the last frame
@@ -199,30 +209,49 @@ class AnnotationDataset(Dataset):
             video = cover_resize(video[..., y0:y1, x0:x1], h, w)
         return video
 
-    def caption(self, index: int) -> str:
+    def caption(self, index: int, rng: Optional[random.Random] = None) -> str:
         caps = _captions(self.entries[index].get("cap"))
         if not self.train:
             return caps[0]
-        if random.random() < self.caption_dropout:
+        rng = rng or random.Random(random.getrandbits(63))
+        if rng.random() < self.caption_dropout:
             return ""
-        return random.choice(caps)
+        return rng.choice(caps)
 
-    def mask(self, index: int) -> Optional[torch.Tensor]:
+    def mask(self, index: int, rng: Optional[random.Random] = None) -> Optional[torch.Tensor]:
         """(1, T, h, w) pixel mask (1 = generate, 0 = keep) drawn from the mask mix; None without a mix."""
         if self.mask_mix is None:
             return None
         frames, h, w = self.shapes[index]
-        g = torch.Generator().manual_seed(random.getrandbits(62) if self.train else index)
+        g = torch.Generator().manual_seed((rng or random).getrandbits(62) if self.train else index)
         kind = sample_mask_type(self.image_mask_mix if frames == 1 else self.mask_mix, g)
         return pixel_mask(frame_mask(kind, frames, None, *self.clear_ratio, generator=g), h, w)
 
-    def __getitem__(self, index: int) -> Dict[str, Any]:
-        item = {"video": self.read(index), "caption": self.caption(index), "path": self.entries[index]["path"],
-                "captions": _captions(self.entries[index].get("cap"))}
-        mask = self.mask(index)
+    def __getitem__(self, index) -> Dict[str, Any]:
+        """The item of ``index``: an int, or ``(index, seed)`` from :class:`wfvae.resume.ResumableBatchSampler`
+        (the window, caption and mask then depend on the seed only)."""
+        index, rng = split_index(index)
+        try:
+            video = self.read(index, rng)
+        except (VideoReadError, OSError, RuntimeError) as exc:  # skipped and counted; collate drops the None
+            self._skip(self.entries[index]["path"], exc)
+            return None
+        item = {"video": video, "caption": self.caption(index, rng),
+                "path": self.entries[index]["path"], "captions": _captions(self.entries[index].get("cap"))}
+        mask = self.mask(index, rng)
         if mask is not None:
             item["mask"] = mask
         return item
+
+    def _skip(self, path: str, exc: BaseException) -> None:
+        """Warn once per unreadable file (with the running count); stop when every file has failed."""
+        if path not in self.skipped:
+            self.skipped[path] = " ".join(str(exc).split()) or type(exc).__name__
+            warnings.warn(f"skipped unreadable file {path} ({len(self.skipped)} skipped so far in this process): "
+                          f"{self.skipped[path]}", UnreadableFileWarning, stacklevel=3)
+        paths = [e["path"] for e in self.entries]
+        if every_file_failed(self.skipped, paths):  # no step could ever be taken: stop, do not loop forever
+            raise all_unreadable_error(paths, self.skipped[path])
 
 
 class LatentCacheDataset(Dataset):
@@ -248,10 +277,10 @@ class LatentCacheDataset(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
+    def __getitem__(self, index) -> Dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
-        return load_file(self.files[index])
+        return load_file(self.files[split_index(index)[0]])
 
 
 def save_cache_item(path: str, **tensors: torch.Tensor) -> None:
@@ -299,33 +328,65 @@ class OpenSoraDataModule(L.LightningDataModule):
         if data is None and cache is None:
             raise ValueError("give data (annotation data files) or cache (a folder of precomputed items)")
         self.train_set = self.val_set = None
+        self._checked = self._check_sources()
 
-    def _dataset(self, data, train: bool) -> Dataset:
+    def _check_sources(self) -> Dict[str, Dataset]:
+        """The datasets, built (cheaply: annotations only) and checked when the module is, before a trainer creates
+        run folders (:mod:`wfvae.data_checks`): a missing, non-JSON or empty source, no usable entry, or no readable
+        file raise :class:`DataSourceError`; unreadable files met by the check are skipped and counted."""
+        hp = self.hparams
+        if hp.cache:
+            if not os.path.isdir(hp.cache):
+                raise missing_source(hp.cache, "data.init_args.cache", "give the folder written by "
+                                                                       "python -m opensora.training cache")
+            return {}
+        built = {"data": self._dataset(hp.data, True, "data.init_args.data")}
+        if len(built["data"]) == 0:
+            raise DataSourceError(f"no usable training entries in {hp.data} (setting data.init_args.data): every "
+                                  f"entry is filtered out by num_frames/min_frames/max_aspect/use_images/"
+                                  f"min_aesthetic, or the annotation list is empty")
+        if hp.val_data:
+            built["val_data"] = self._dataset(hp.val_data, False, "data.init_args.val_data")
+            if len(built["val_data"]) == 0:
+                warnings.warn(f"no validation: no usable entry in {hp.val_data} (setting data.init_args.val_data), "
+                              f"so validation never runs", NoValidationWarning, stacklevel=3)
+                del built["val_data"]
+        for setting, dataset in built.items():
+            dataset.skipped.update(first_readable([e["path"] for e in dataset.entries], f"data.init_args.{setting}"))
+        return built
+
+    def _dataset(self, data, train: bool, setting: str = "data") -> Dataset:
         hp = self.hparams
         mix = RELEASE_VIDEO_MIX if hp.mask_mix == "release" else hp.mask_mix
-        return AnnotationDataset(load_entries(data, hp.min_aesthetic), hp.num_frames, hp.fps, hp.max_tokens,
+        return AnnotationDataset(load_entries(data, hp.min_aesthetic, setting), hp.num_frames, hp.fps, hp.max_tokens,
                                  hp.min_tokens, hp.stride, hp.max_aspect, hp.min_frames, hp.use_images,
                                  hp.caption_dropout if train else 0.0, mix, hp.image_mask_mix, hp.min_clear_ratio,
                                  hp.max_clear_ratio, train=train)
 
     def setup(self, stage: Optional[str] = None) -> None:
         hp = self.hparams
-        self.train_set = LatentCacheDataset(hp.cache) if hp.cache else self._dataset(hp.data, True)
+        self.train_set = LatentCacheDataset(hp.cache) if hp.cache else self._checked["data"]
         if len(self.train_set) == 0:
             raise ValueError(f"no usable training samples in {hp.cache or hp.data}")
-        self.val_set = self._dataset(hp.val_data, False) if hp.val_data else None
+        self.val_set = self._checked.get("val_data")
 
     def _rank(self) -> Tuple[int, int]:
         trainer = getattr(self, "_trainer", None)
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        """Training (``shuffle``): a :class:`wfvae.resume.ResumableLoader` (its place in the epoch is saved in
+        checkpoints; each sample's window, caption and mask derive from ``(seed, epoch, index)``). Validation: a
+        plain one."""
         world, rank = self._rank()
         hp = self.hparams
         sampler = BucketBatchSampler(dataset.keys(), hp.batch_size, world, rank, shuffle=shuffle,
                                      drop_last=hp.drop_last and shuffle, seed=hp.seed)
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=hp.num_workers,
-                          persistent_workers=hp.num_workers > 0, pin_memory=torch.cuda.is_available())
+        options = dict(collate_fn=collate, num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0,
+                       pin_memory=torch.cuda.is_available())
+        if shuffle:
+            return ResumableLoader(dataset, ResumableBatchSampler(sampler, hp.seed), **options)
+        return DataLoader(dataset, batch_sampler=sampler, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)

@@ -19,8 +19,10 @@ The image-condition model (:class:`~opensora.models.OpenSoraInpaint`) also gets 
 compressed mask: from ``batch["mask"]`` (B, 1, T, H, W) (1 = generate), the kept frames get condition noise
 (:func:`opensora.masks.condition_noise`), are VAE-encoded, and the mask is compressed to the latent grid.
 
-An EMA copy of the denoiser (``ema_decay``) is updated after every optimizer step, saved in checkpoints (restored
-on resume with the step and the optimizer), validated (``val/loss_ema``) and exported by :func:`export`.
+An EMA copy of the denoiser (``ema_decay``) is updated right after every optimizer step (so a checkpoint written
+at that step holds it), saved in checkpoints (restored on resume with the step and the optimizer), validated
+(``val/loss_ema``) and exported by :func:`export`. Resume is exact (:mod:`wfvae.resume`): each step's random
+numbers derive from ``(seed, global_step, micro-batch, rank)`` and the data loader saves its place in the epoch.
 :func:`write_latent_cache` precomputes latents and caption features for small GPUs. Adaptive gradient clipping
 is the :class:`opensora.grad_clip.AdaptiveGradClip` callback; bf16 is the Trainer's
 ``precision: bf16-mixed``. Captions are encoded here (``text_encoder``), not in the data loaders.
@@ -37,6 +39,7 @@ from typing import Any, Dict, Iterable, Literal, Optional, Sequence, Tuple
 import lightning as L
 import torch
 
+from wfvae.resume import step_rng, training_step_seed
 from wfvae.training import lr_multiplier
 
 from .controller_training import training_scheduler
@@ -121,6 +124,10 @@ class DenoiserTraining(L.LightningModule):
         warmup_steps, lr_schedule, min_lr_ratio: linear warm-up, then a constant rate or a cosine down to
             ``min_lr_ratio * lr`` at ``trainer.max_steps`` (:func:`wfvae.training.lr_multiplier`).
         gradient_checkpointing: recompute the blocks in backward.
+        seed: seeds the random denoiser, and the random numbers of every training step (timesteps, noise, VAE
+            posterior samples, condition noise, caption dropout, dropout) together with the step's
+            ``(global_step, micro-batch, rank)`` (:func:`wfvae.resume.step_rng`), so that a resumed run draws what
+            the uninterrupted run draws.
         export_dir: ``save_pretrained`` of the EMA (else the model) at the end of ``fit``.
         cached_caption_dropout: for batches with cached ``text_embeds`` (a latent cache), the probability of
             replacing a sample's caption by the empty caption (classifier-free guidance; needs ``text_encoder``).
@@ -174,7 +181,6 @@ class DenoiserTraining(L.LightningModule):
             raise ValueError("cached_caption_dropout needs a text_encoder (to encode the empty caption)")
         self._text_encoder = None
         self._null_caption = None
-        self._ema_step = 0
         self.scheduler = training_scheduler()
         self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
         self.strict_loading = False  # checkpoints leave the VAE out
@@ -199,13 +205,12 @@ class DenoiserTraining(L.LightningModule):
         model = [p.detach().to(e.dtype) for p, e in zip(self.model.parameters(), ema)]
         torch._foreach_lerp_(ema, model, 1.0 - float(self.hparams.ema_decay))
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is not None and self.trainer.global_step > self._ema_step:  # once per optimizer step
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimizer step, then the EMA update: both are done when a checkpoint is saved in a callback's
+        ``on_train_batch_end`` (callbacks run before the module's own ``on_train_batch_end``)."""
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
             self.update_ema()
-        self._ema_step = self.trainer.global_step
-
-    def on_train_start(self) -> None:
-        self._ema_step = self.trainer.global_step
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -343,7 +348,8 @@ class DenoiserTraining(L.LightningModule):
     def training_step(self, batch: Optional[Dict[str, Any]], batch_idx: int):
         if batch is None:
             return None
-        loss = self.diffusion_loss(batch)
+        with step_rng(self.device, *training_step_seed(self, self.hparams.seed, batch_idx)):
+            loss = self.diffusion_loss(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=self._size(batch))
         return loss
 

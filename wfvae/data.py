@@ -25,11 +25,14 @@ the sample becomes ``None``, :func:`collate_clips` drops it and counts it in ``b
 every file failed is ``None``, which the training module skips), and a :class:`UnreadableFileWarning` with the
 running count is issued once per file. The validation split is deterministic: a file is held out when the SHA-1
 of its path (relative to its source) falls in the first ``val_fraction`` of the hash range.
+
+:class:`VideoDataModule` checks its sources when it is built (:mod:`wfvae.data_checks`): a missing or empty source,
+an annotation file that is not JSON, or sources of which not one file opens raise :class:`DataSourceError` (one
+``error:`` line in ``tools/train.py``); a dataset whose every file has failed stops instead of looping forever.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import random
@@ -42,13 +45,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .data_checks import (DataSourceError, NoValidationWarning, UnreadableFileWarning, all_unreadable_error,
+                          every_file_failed, first_readable, missing_source, read_json_list)
+from .resume import ResumableBatchSampler, ResumableLoader, split_index
 from .video_io import IMAGE_EXTENSIONS, VideoReader, VideoReadError
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
-
-
-class UnreadableFileWarning(UserWarning):
-    """A training or validation file could not be read and was skipped."""
 
 
 # ------------------------------------------------------------------------------------------------ file lists
@@ -56,11 +58,17 @@ def _is_media(path: str) -> bool:
     return path.lower().endswith(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)
 
 
-def collect_files(sources: Sequence[str], annotation_root: Optional[str] = None) -> List[Tuple[str, str]]:
+def collect_files(sources: Sequence[str], annotation_root: Optional[str] = None,
+                  setting: str = "data") -> List[Tuple[str, str]]:
     """``(path, key)`` of every media file of the sources, in a stable order; ``key`` (the path relative to its
-    folder source, or as written in its list) decides the validation split."""
+    folder source, or as written in its list) decides the validation split. A source that does not exist raises
+    :class:`wfvae.data_checks.MissingDataError` (a ``FileNotFoundError``); one that is empty or malformed raises
+    :class:`DataSourceError`; both name the source and ``setting`` (the config key it came from)."""
+    if isinstance(sources, str):
+        sources = [sources]
     out = []
     for src in sources:
+        before = len(out)
         if os.path.isdir(src):
             found = []
             for root, dirs, files in os.walk(src):
@@ -74,18 +82,24 @@ def collect_files(sources: Sequence[str], annotation_root: Optional[str] = None)
             out += [(ln if os.path.isabs(ln) else os.path.join(base, ln), ln) for ln in lines]
         elif src.lower().endswith(".json") and os.path.isfile(src):
             base = annotation_root or os.path.dirname(os.path.abspath(src))
-            with open(src) as fh:
-                entries = json.load(fh)
-            if not isinstance(entries, list):
-                raise ValueError(f"{src}: an annotation file must hold a list of {{'path': ...}} entries")
-            for e in entries:
-                p = e["path"] if isinstance(e, dict) else str(e)
+            for e in read_json_list(src, setting):
+                p = e.get("path") if isinstance(e, dict) else str(e)
+                if not isinstance(p, str) or not p:
+                    raise DataSourceError(f"annotation file {src} has an entry without a \"path\" (setting "
+                                          f"{setting}): {str(e)[:80]}")
                 out.append((p if os.path.isabs(p) else os.path.join(base, p), p))
         elif os.path.isfile(src) and _is_media(src):
             out.append((src, os.path.basename(src)))
+        elif os.path.exists(src):
+            raise DataSourceError(f"data source {src} is not a folder, .txt list, .json annotation or video/image "
+                                  f"file (setting {setting})")
         else:
-            raise FileNotFoundError(f"data source not found or not understood: {src} (give folders, .txt lists, "
-                                    f".json annotations or media files)")
+            raise missing_source(src, setting, "give folders of videos or images, .txt lists or .json annotations "
+                                               "(python tools/make_vae_dataset.py DIR makes a training set)")
+        if len(out) == before:
+            raise DataSourceError(f"data source {src} holds no videos or images (setting {setting}; looked for "
+                                  f"{' '.join(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS)}): add files or give another "
+                                  f"source")
     return out
 
 
@@ -142,25 +156,28 @@ class VideoClipDataset(Dataset):
     def kind(self, index: int) -> str:
         return self.kinds[index % len(self.files)]
 
-    def __getitem__(self, index: int) -> Optional[dict]:
+    def __getitem__(self, index) -> Optional[dict]:
+        """The clip of ``index``: an int, or ``(index, seed)`` from :class:`wfvae.resume.ResumableBatchSampler`
+        (the random window, crop, flip and cut then depend on the seed only)."""
+        index, rng = split_index(index)
         path = self.files[index % len(self.files)]
         try:
-            frames = self._read(path)
+            frames = self._read(path, rng)
         except (VideoReadError, OSError, RuntimeError, ValueError) as exc:
             self._skip(path, exc)
             return None
-        video = self._transform(frames)
-        if video.shape[1] > 1 and self.cut_prob > 0 and random.random() < self.cut_prob:
-            video = self._cut(video)
+        video = self._transform(frames, rng)
+        if video.shape[1] > 1 and self.cut_prob > 0 and rng.random() < self.cut_prob:
+            video = self._cut(video, rng)
         return {"video": video, "path": path}
 
-    def _cut(self, video: torch.Tensor) -> torch.Tensor:
+    def _cut(self, video: torch.Tensor, rng: random.Random) -> torch.Tensor:
         """``video`` (3, T, c, c) with frames ``k:`` replaced by another video's window, k random in [1, T-1]
         (unchanged when the other file cannot be read)."""
-        other = random.choice(self.video_files)
-        k = random.randint(1, video.shape[1] - 1)
+        other = rng.choice(self.video_files)
+        k = rng.randint(1, video.shape[1] - 1)
         try:
-            second = self._transform(self._read(other)[k:])  # only the frames that are kept
+            second = self._transform(self._read(other, rng)[k:], rng)  # only the frames that are kept
         except (VideoReadError, OSError, RuntimeError, ValueError) as exc:
             self._skip(other, exc)
             return video
@@ -172,23 +189,25 @@ class VideoClipDataset(Dataset):
         if first:
             warnings.warn(f"skipped unreadable file {path} ({len(self.skipped)} skipped so far in this process): "
                           f"{self.skipped[path]}", UnreadableFileWarning, stacklevel=2)
+        if every_file_failed(self.skipped, self.files):  # no step could ever be taken: stop, do not loop forever
+            raise all_unreadable_error(self.files, self.skipped[path])
 
-    def _window(self, n_src: int) -> Tuple[int, int]:
+    def _window(self, n_src: int, rng: random.Random) -> Tuple[int, int]:
         """(start frame, rate) of the window to read from a video of ``n_src`` frames."""
-        rate = random.randint(1, self.sample_rate) if (self.dynamic_sample and self.train) else self.sample_rate
+        rate = rng.randint(1, self.sample_rate) if (self.dynamic_sample and self.train) else self.sample_rate
         while rate > 1 and (self.num_frames - 1) * rate + 1 > n_src:
             rate -= 1
         span = min(n_src, (self.num_frames - 1) * rate + 1)
         room = n_src - span
-        return (random.randint(0, room) if self.train else room // 2), rate
+        return (rng.randint(0, room) if self.train else room // 2), rate
 
-    def _read(self, path: str) -> torch.Tensor:
+    def _read(self, path: str, rng: random.Random) -> torch.Tensor:
         """uint8 frames (t, 3, h, w) at the source size: one for an image, ``num_frames`` for a video."""
         probe = VideoReader(path)
         if probe.backend == "image":
             frames = next(probe.iter_uint8_chunks(1))
             return torch.from_numpy(frames).permute(0, 3, 1, 2)
-        start, rate = self._window(probe.source_num_frames)
+        start, rate = self._window(probe.source_num_frames, rng)
         fps = probe.source_fps / rate if (rate > 1 and probe.source_fps) else None
         step = rate if (rate > 1 and fps is None) else 1
         count = self.num_frames if step == 1 else (self.num_frames - 1) * step + 1
@@ -204,20 +223,20 @@ class VideoClipDataset(Dataset):
             frames = torch.cat([frames, pad])
         return frames
 
-    def _transform(self, frames: torch.Tensor) -> torch.Tensor:
+    def _transform(self, frames: torch.Tensor, rng: random.Random) -> torch.Tensor:
         """uint8 (t, 3, h, w) -> float (3, t, crop, crop) in [-1, 1]."""
         short = self.resolution
         if self.min_resolution is not None:
-            short = random.randint(self.min_resolution, self.resolution)
+            short = rng.randint(self.min_resolution, self.resolution)
         frames = resize_short_side(frames, max(short, self.crop_size))
         h, w = frames.shape[-2:]
         c = self.crop_size
         if self.train:
-            top, left = random.randint(0, h - c), random.randint(0, w - c)
+            top, left = rng.randint(0, h - c), rng.randint(0, w - c)
         else:
             top, left = (h - c) // 2, (w - c) // 2
         frames = frames[..., top:top + c, left:left + c]
-        if self.hflip and random.random() < 0.5:
+        if self.hflip and rng.random() < 0.5:
             frames = frames.flip(-1)
         return frames.permute(1, 0, 2, 3).float().div_(127.5).sub_(1.0).contiguous()
 
@@ -237,7 +256,9 @@ class KindBatchSampler(Sampler[List[int]]):
 
     Each ``__iter__`` is one epoch: with ``shuffle``, indices are permuted with a seed derived from ``seed`` and the
     epoch number (counted here, or set by Lightning through :meth:`set_epoch`), batched per kind, and the batches
-    shuffled. Every rank gets the same number of batches.
+    shuffled. Every rank gets the same number of batches. The training loader of :class:`VideoDataModule` wraps it
+    in :class:`wfvae.resume.ResumableBatchSampler`, which counts the epochs itself and asks for
+    :meth:`epoch_batches` (exact resume).
     """
 
     def __init__(self, kinds: Sequence[str], batch_size: int, shuffle: bool = True, drop_last: bool = False,
@@ -265,6 +286,10 @@ class KindBatchSampler(Sampler[List[int]]):
     def set_epoch(self, epoch: int) -> None:
         """Lightning calls this before each epoch (also after a resume), through :attr:`sampler`."""
         self.epoch = epoch
+
+    def epoch_batches(self, epoch: int) -> List[List[int]]:
+        """This rank's batches of ``epoch`` (what :class:`wfvae.resume.ResumableBatchSampler` iterates)."""
+        return self._batches(epoch)
 
     @property
     def sampler(self) -> "_EpochHook":
@@ -319,37 +344,62 @@ class VideoDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self.train_set = self.val_set = None
+        self._split = self._check_sources()
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def _check_sources(self) -> Tuple[List[Tuple[str, str]], List[Tuple[str, str]]]:
+        """The ``(path, key)`` training and validation files, checked when the module is built, before a trainer
+        creates run folders (:mod:`wfvae.data_checks`): missing, empty or malformed sources raise
+        :class:`DataSourceError`, and so do sources in which not one file can be read."""
         hp = self.hparams
-        files = collect_files(hp.data, hp.annotation_root)
+        files = collect_files(hp.data, hp.annotation_root, "data.init_args.data")
         if hp.val_data:
-            train, val = files, collect_files(hp.val_data, hp.annotation_root)
+            train, val = files, collect_files(hp.val_data, hp.annotation_root, "data.init_args.val_data")
         else:
             train = [f for f in files if not in_validation(f[1], hp.val_fraction)]
             val = [f for f in files if in_validation(f[1], hp.val_fraction)]
-        if not train:
-            raise ValueError(f"no training files found in {hp.data}")
-        val = sorted(val, key=lambda f: hashlib.sha1(f[1].encode()).hexdigest())[: hp.val_max_files]
+            if not train:
+                raise DataSourceError(f"val_fraction {hp.val_fraction} holds out every one of the {len(files)} "
+                                      f"files of data.init_args.data: lower it or give data.init_args.val_data")
+            if not val and hp.val_fraction > 0:
+                warnings.warn(f"no validation: val_fraction {hp.val_fraction} of the {len(files)} files of "
+                              f"data.init_args.data holds none out, so validation never runs; give "
+                              f"data.init_args.val_data or raise val_fraction", NoValidationWarning, stacklevel=3)
+        val = sorted(val, key=lambda f: hashlib.sha1(f[1].encode()).hexdigest())[: self.hparams.val_max_files]
+        self._unreadable = first_readable([f[0] for f in train], "data.init_args.data")
+        if val:
+            self._unreadable.update(first_readable([f[0] for f in val], "data.init_args.val_data"))
+        return train, val
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        hp = self.hparams
+        train, val = self._split
         self.train_set = VideoClipDataset([f[0] for f in train], hp.num_frames, hp.sample_rate, hp.dynamic_sample,
                                           hp.resolution, hp.crop_size, hp.min_resolution, train=True,
                                           length=hp.samples_per_epoch, cut_prob=hp.cut_prob)
         vres = hp.val_resolution or hp.crop_size or hp.resolution
         self.val_set = VideoClipDataset([f[0] for f in val], hp.val_num_frames or hp.num_frames, hp.sample_rate,
                                         False, vres, vres, train=False) if val else None
+        for dataset in (self.train_set, self.val_set):  # files found unreadable by the checks: skipped, counted
+            if dataset is not None:
+                dataset.skipped.update({p: r for p, r in self._unreadable.items() if p in dataset.files})
 
     def _rank(self) -> Tuple[int, int]:
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _loader(self, dataset: VideoClipDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        """Training (``shuffle``): a :class:`wfvae.resume.ResumableLoader` (its place in the epoch is saved in
+        checkpoints; each sample's augmentations derive from ``(seed, epoch, index)``). Validation: a plain one."""
         world, rank = self._rank()
         kinds = [dataset.kind(i) for i in range(len(dataset))]
         sampler = KindBatchSampler(kinds, batch_size, shuffle=shuffle, drop_last=shuffle, seed=self.hparams.seed,
                                    num_replicas=world, rank=rank)
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_clips, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+        options = dict(collate_fn=collate_clips, num_workers=workers, persistent_workers=workers > 0,
+                       pin_memory=torch.cuda.is_available())
+        if shuffle:
+            return ResumableLoader(dataset, ResumableBatchSampler(sampler, self.hparams.seed), **options)
+        return DataLoader(dataset, batch_sampler=sampler, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.hparams.batch_size, shuffle=True)

@@ -19,7 +19,9 @@ Other parts: AdamW for both networks (published: lr 1e-5, weight decay 1e-4); le
 ``max_steps``); gradient-norm clipping in the module (``grad_clip``); an EMA copy of the VAE
 (``torch.optim.swa_utils.AveragedModel``, decay 0.999) updated after every generator step, used for validation and
 export; mixed precision comes from the Trainer (``precision: bf16-mixed`` on GPU). Every loss term is logged under
-``train/``; validation logs ``val/psnr``, ``val/ssim``, ``val/rec_loss`` of the EMA model.
+``train/``; validation logs ``val/psnr``, ``val/ssim``, ``val/rec_loss`` of the EMA model. Resume is exact
+(:mod:`wfvae.resume`): each step's random numbers (posterior samples, discriminator dropout) derive from
+``(seed, global_step, micro-batch, rank)`` and the data loader saves its place in the epoch.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from .losses import (adaptive_gan_weight, build_perceptual, frames_of, hinge_d_l
                      reconstruction_loss, wavelet_loss)
 from .metrics import video_psnr, video_ssim
 from .model import WFVAEConfig
+from .resume import step_rng, training_step_seed
 from .vae import WFVAE
 
 
@@ -77,6 +80,9 @@ class WFVAETraining(L.LightningModule):
         disc_channels, disc_layers: discriminator width and depth (published 64, 4).
         ema_decay: EMA decay of the VAE weights (``None``: no EMA; validation and export use the raw weights).
         sample_posterior: decode a posterior sample (published) rather than the mean during training.
+        seed: the random numbers of every training step (posterior samples, discriminator dropout) derive from it
+            and the step's ``(global_step, micro-batch, rank)`` (:func:`wfvae.resume.step_rng`), so that a resumed
+            run draws what the uninterrupted run draws.
     """
 
     def __init__(self, vae: Optional[WFVAEConfig] = None, init_from: Optional[str] = None,
@@ -88,7 +94,7 @@ class WFVAETraining(L.LightningModule):
                  lpips_weights: Optional[str] = None, lpips_backbone: Optional[str] = None,
                  kl_weight: float = 1e-6, wavelet_weight: float = 0.1, disc_start: Optional[int] = 5,
                  disc_weight: float = 0.5, disc_factor: float = 1.0, disc_channels: int = 64, disc_layers: int = 4,
-                 ema_decay: Optional[float] = 0.999, sample_posterior: bool = True):
+                 ema_decay: Optional[float] = 0.999, sample_posterior: bool = True, seed: int = 0):
         super().__init__()
         config = vae if vae is not None else WFVAEConfig()
         if isinstance(config, dict):
@@ -157,6 +163,10 @@ class WFVAETraining(L.LightningModule):
     def training_step(self, batch, batch_idx):
         if batch is None:  # every file of the batch was unreadable
             return None
+        with step_rng(self.device, *training_step_seed(self, self.hparams.seed, batch_idx)):
+            self._training_step(batch)
+
+    def _training_step(self, batch) -> None:
         video = batch["video"]
         hp = self.hparams
         opt_g, opt_d = self._optimizers()
