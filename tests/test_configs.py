@@ -15,7 +15,7 @@ EXPECTED = {"wfvae": ("wfvae.training.WFVAETraining", "wfvae.data.VideoDataModul
 
 def test_configs_are_found():
     names = {os.path.relpath(c, REPO) for c in CONFIGS}
-    for name in ("wfvae/tiny.yaml", "wfvae/s8.yaml", "wfvae/l16.yaml", "opensora/t2v_v1_3.yaml",
+    for name in ("wfvae/tiny.yaml", "wfvae/tiny_stage1.yaml", "wfvae/s8.yaml", "wfvae/l16.yaml", "opensora/t2v_v1_3.yaml",
                  "opensora/i2v_v1_3.yaml", "opensora/t2v_synthetic.yaml", "opensora/t2v_synthetic_stage2.yaml"):
         assert os.path.join("configs", name) in names
 

@@ -13,91 +13,108 @@ Writes into OUT_DIR:
 * ``eval_prompts.txt`` (one prompt per line) and ``eval_prompts.json`` (``prompt``, ``colour``, ``motion``): prompts
   about the held-out triples for the prompt-following check (:func:`opensora.synthetic.check`).
 
-The output is generated data, not part of the repository: do not commit it.
+The output is generated data, not part of the repository: do not commit it. An existing data set in OUT_DIR is
+kept unless ``--overwrite`` is given; a failed or interrupted run removes the clips it wrote.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from opensora.synthetic import captions, eval_prompts, random_spec, render_clip, train_triples  # noqa: E402
-from wfvae.checkpoint import write_json_atomic  # noqa: E402
-from wfvae.video_io import VideoWriter, to_tensor  # noqa: E402
+from wfvae.cli_support import ErrorParser, Outputs, UsageError, check_finite_number, run_cli  # noqa: E402
+
+OUTPUT_FILES = ("train.json", "eval_prompts.txt", "eval_prompts.json")
 
 
-class _UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise _UsageError(message)
-
-
-def _check_args(args) -> None:
-    if args.num_clips < 1:
-        raise _UsageError(f"--num-clips must be >= 1, got {args.num_clips}")
-    if args.frames < 1:
-        raise _UsageError(f"--frames must be >= 1, got {args.frames}")
-    if args.size < 16:
-        raise _UsageError(f"--size must be >= 16, got {args.size}")
-    if not args.fps > 0:
-        raise _UsageError(f"--fps must be > 0, got {args.fps}")
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise _UsageError(f"{args.out_dir} exists and is not a folder")
-
-
-def main(argv=None) -> int:
-    p = _Parser(description=__doc__.split("\n\n")[0])
+def build_parser() -> ErrorParser:
+    p = ErrorParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir")
     p.add_argument("--num-clips", type=int, default=3000)
     p.add_argument("--frames", type=int, default=17)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an existing data set in OUT_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    try:
-        args = p.parse_args(argv)
-        _check_args(args)
-    except _UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return p
 
+
+def _check_args(args, outputs: Outputs) -> None:
+    if args.num_clips < 1:
+        raise UsageError(f"--num-clips must be >= 1, got {args.num_clips}")
+    if args.frames < 1:
+        raise UsageError(f"--frames must be >= 1, got {args.frames}")
+    if args.size < 16:
+        raise UsageError(f"--size must be >= 16, got {args.size}")
+    check_finite_number(args.fps, "--fps", 0.0, low_open=True)
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise UsageError(f"{args.out_dir} exists and is not a folder")
+    for name in OUTPUT_FILES:
+        outputs.check(os.path.join(args.out_dir, name), "data set file")
+    first = os.path.join(args.out_dir, "videos", "000000.mp4")
+    if os.path.exists(first) and not args.overwrite:
+        raise UsageError(f"{args.out_dir} already holds a data set ({first}): pass --overwrite to replace it, or "
+                         f"choose another folder")
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    outputs = Outputs(overwrite=args.overwrite)
+    _check_args(args, outputs)
+
+    import numpy as np
     import torch
     from tqdm import tqdm
 
+    from opensora.synthetic import captions, eval_prompts, random_spec, render_clip, train_triples
+    from wfvae.checkpoint import write_json_atomic
+    from wfvae.video_io import VideoWriter, to_tensor
+
     torch.set_num_threads(1)      # tiny tensors: threads only add overhead (and contend on a shared machine)
-    os.makedirs(os.path.join(args.out_dir, "videos"), exist_ok=True)
+    outputs.make_folder(os.path.join(args.out_dir, "videos"))
     rng = np.random.default_rng(args.seed)
     triples = train_triples()
-    entries = []
-    for i in tqdm(range(args.num_clips), desc="clips", disable=args.quiet):
-        spec = random_spec(rng, triples)
-        caps = captions(spec, rng, k=3)
-        name = f"videos/{i:06d}"
-        with VideoWriter(os.path.join(args.out_dir, name + ".mp4"), fps=args.fps, crf=12, pix_fmt="yuv444p",
-                         options={"threads": "1"}) as writer:
-            writer.write(to_tensor(render_clip(spec, args.frames, args.size)))
-        with open(os.path.join(args.out_dir, name + ".txt"), "w") as fh:
-            fh.write(caps[0] + "\n")
-        entries.append({"path": name + ".mp4", "cap": caps,
-                        "resolution": {"height": args.size, "width": args.size},
-                        "num_frames": args.frames, "fps": args.fps, "colour": spec.colour, "shape": spec.shape,
-                        "motion": spec.motion, "background": spec.background})
+    entries, written = [], []
+    try:
+        for i in tqdm(range(args.num_clips), desc="clips", disable=args.quiet):
+            spec = random_spec(rng, triples)
+            caps = captions(spec, rng, k=3)
+            name = f"videos/{i:06d}"
+            with VideoWriter(os.path.join(args.out_dir, name + ".mp4"), fps=args.fps, crf=12, pix_fmt="yuv444p",
+                             options={"threads": "1"}) as writer:
+                writer.write(to_tensor(render_clip(spec, args.frames, args.size)))
+            written.append(os.path.join(args.out_dir, name + ".mp4"))
+            with open(os.path.join(args.out_dir, name + ".txt"), "w") as fh:
+                written.append(fh.name)
+                fh.write(caps[0] + "\n")
+            entries.append({"path": name + ".mp4", "cap": caps,
+                            "resolution": {"height": args.size, "width": args.size},
+                            "num_frames": args.frames, "fps": args.fps, "colour": spec.colour, "shape": spec.shape,
+                            "motion": spec.motion, "background": spec.background})
+    except BaseException:  # failed or interrupted: no half data set (the folders go too, when this run made them)
+        for path in written:
+            if os.path.exists(path):
+                os.remove(path)
+        raise
     write_json_atomic(entries, os.path.join(args.out_dir, "train.json"), indent=1)
     prompts = eval_prompts()
-    with open(os.path.join(args.out_dir, "eval_prompts.txt"), "w") as fh:
-        fh.writelines(prompt + "\n" for prompt, _, _ in prompts)
     write_json_atomic([{"prompt": prompt, "colour": colour, "motion": motion} for prompt, colour, motion in prompts],
                       os.path.join(args.out_dir, "eval_prompts.json"), indent=1)
+    from wfvae.cli_support import commit, temp_path
+
+    tmp = temp_path(os.path.join(args.out_dir, "eval_prompts.txt"))
+    with open(tmp, "w") as fh:
+        fh.writelines(prompt + "\n" for prompt, _, _ in prompts)
+    commit(tmp, os.path.join(args.out_dir, "eval_prompts.txt"))
     if not args.quiet:
         print(f"wrote {args.num_clips} clips to {args.out_dir}")
     return 0
+
+
+def main(argv=None) -> int:
+    return run_cli(lambda: _main(argv))
 
 
 if __name__ == "__main__":

