@@ -106,7 +106,6 @@ class StructureControllerTraining(L.LightningModule):
             self.vae = WFVAE.from_pretrained(vae).requires_grad_(False).eval()
         self._text_encoder = None
         self.scheduler = training_scheduler()
-        self.strict_loading = False  # checkpoints leave the frozen models out
 
     # ------------------------------------------------------------------ frozen parts stay frozen
     def train(self, mode: bool = True) -> "StructureControllerTraining":
@@ -120,6 +119,14 @@ class StructureControllerTraining(L.LightningModule):
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
             del state[key]
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Checkpoints leave the frozen models out (:meth:`on_save_checkpoint`): they come from their own folders,
+        as this module was built; loading stays strict for everything else."""
+        state = checkpoint["state_dict"]
+        for key, value in self.state_dict().items():
+            if key.startswith(FROZEN_PREFIXES) and key not in state:
+                state[key] = value
 
     def configure_optimizers(self):
         hp = self.hparams

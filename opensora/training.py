@@ -407,7 +407,9 @@ def write_latent_cache(module: DenoiserTraining, loader: Iterable[Dict[str, Any]
 def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str = "10GB") -> OpenSoraT2V:
     """Write the EMA (or the trained) denoiser of a :class:`DenoiserTraining` checkpoint to ``folder`` in the
     release layout (``config.json`` + safetensors, sharded above ``max_shard_size``)."""
-    data = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
+        raise ValueError(f"{checkpoint} is not a denoiser training checkpoint (no state_dict / hyper_parameters)")
     hp = data["hyper_parameters"]
     prefix = "ema." if ema and hp.get("ema_decay") is not None else "model."
     state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
@@ -444,10 +446,12 @@ def cache_from_config(config: str, folder: str, batch_size: Optional[int] = None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m opensora.training",
-                                     description="Export a denoiser training checkpoint to the release layout, or "
-                                                 "precompute the latent cache of a training config.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    from wfvae.cli_support import ErrorParser, Outputs, UsageError, run_cli
+
+    parser = ErrorParser(prog="python -m opensora.training",
+                         description="Export a denoiser training checkpoint to the release layout, or "
+                                     "precompute the latent cache of a training config.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ErrorParser)
     ca = sub.add_parser("cache", help="training config -> folder of cached latents and caption features")
     ca.add_argument("--config", required=True, help="the training YAML (its model.init_args and data.init_args)")
     ca.add_argument("folder")
@@ -459,18 +463,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ex.add_argument("folder")
     ex.add_argument("--no-ema", action="store_true")
     ex.add_argument("--max-shard-size", default="10GB")
-    args = parser.parse_args(argv)
-    try:
+    for p in (ca, ex):
+        p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+
+    def run() -> None:
+        args = parser.parse_args(argv)
+        source = args.config if args.command == "cache" else args.checkpoint
+        if not os.path.isfile(source):
+            raise UsageError(f"{'config' if args.command == 'cache' else 'checkpoint'} not found: {source}")
+        if args.command == "cache" and args.batch_size is not None and args.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if os.path.exists(args.folder) and not os.path.isdir(args.folder):
+            raise UsageError(f"{args.folder} exists and is not a folder")
+        if os.path.isdir(args.folder) and os.listdir(args.folder) and not args.overwrite:
+            raise UsageError(f"{args.folder} is not empty: pass --overwrite to write into it, or choose another folder")
+        outputs = Outputs(overwrite=args.overwrite, inputs=[source])
+        outputs.check_folder(args.folder)
+        outputs.make_folder(args.folder)
         if args.command == "cache":
             count = cache_from_config(args.config, args.folder, args.batch_size, args.all_captions)
             print(f"{args.folder}: {count} cached samples")
-            return 0
-        export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        else:
+            export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size)
+            print(f"{args.folder}: exported the denoiser")
 
+    return run_cli(run)
 
 if __name__ == "__main__":
     sys.exit(main())

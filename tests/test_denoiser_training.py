@@ -96,7 +96,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(objective, inpaint):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.75 * losses[0], losses
 
 
@@ -145,6 +145,8 @@ def fit(tmp_path, max_steps, ckpt_path=None):
     return module, trainer, snap, clip
 
 
+# a plain DataLoader built by the test (tests/test_resume.py covers the resumable training loaders)
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 def test_resume_restores_step_optimizer_and_ema_then_export(tmp_path):
     module, trainer, snap, _ = fit(tmp_path, 3)
     assert trainer.global_step == 3
@@ -168,7 +170,12 @@ def test_resume_restores_step_optimizer_and_ema_then_export(tmp_path):
     export(str(tmp_path / "ckpt" / "last.ckpt"), str(out))
     loaded = OpenSoraT2V.from_pretrained(str(out))
     assert all(torch.equal(v, resumed.ema.state_dict()[k]) for k, v in loaded.state_dict().items())
-    assert main(["export", str(tmp_path / "missing.ckpt"), str(out)]) == 2
+    assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "e2")]) == 2
+    assert main(["export", ckpt, str(out)]) == 2  # the folder holds the first export: --overwrite needed
+    assert main(["export", ckpt, str(out), "--overwrite"]) == 0
+    torch.save({"not": "a checkpoint"}, str(tmp_path / "junk.ckpt"))
+    assert main(["export", str(tmp_path / "junk.ckpt"), str(tmp_path / "new" / "e3")]) == 2
+    assert not (tmp_path / "new").exists() and not (tmp_path / "e2").exists()  # failed runs leave no folder
 
 
 def test_image_condition_model_trains_on_videos_through_the_vae():

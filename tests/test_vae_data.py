@@ -106,7 +106,8 @@ def test_validation_split_is_deterministic(media):
     held = [k for k in keys if in_validation(k, 0.1)]
     assert held == [k for k in keys if in_validation(k, 0.1)]
     assert 150 < len(held) < 250 and not any(in_validation(k, 0.0) for k in keys)
-    dm = VideoDataModule(data=[str(media)], val_fraction=0.5, num_frames=5, resolution=16, num_workers=0)
+    with pytest.warns(UnreadableFileWarning, match=r"broken\.mp4"):  # the probe names the one bad file
+        dm = VideoDataModule(data=[str(media)], val_fraction=0.5, num_frames=5, resolution=16, num_workers=0)
     dm.setup("fit")
     train, val = set(dm.train_set.files), set(dm.val_set.files)
     assert not train & val and len(train | val) == 5

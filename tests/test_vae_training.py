@@ -59,6 +59,8 @@ def test_few_steps_lower_the_loss(tmp_path):
     assert after < 0.8 * before, (before, after)
 
 
+# a plain DataLoader built by the test (tests/test_resume.py covers the resumable training loaders)
+@pytest.mark.filterwarnings("ignore:You're resuming from a checkpoint that ended before the epoch ended")
 def test_resume_restores_step_optimisers_ema_and_discriminator(tmp_path):
     clip = _clip(1)
     module = _module(disc_start=1, disc_channels=8, disc_layers=2, ema_decay=0.5)
