@@ -10,9 +10,15 @@ _HOMES = {"WFVAE": ".vae", "WFVAEConfig": ".model", "DiagonalGaussian": ".model"
           "crop_video": ".padding"}
 
 
+# diffusers' pipeline loader finds how to load a component of a ["wfvae", "WFVAE"] model_index.json entry by
+# looking up its base classes in the library module: ``wfvae.ModelMixin`` must be diffusers' class.
+_DIFFUSERS_BASES = {"ModelMixin": "diffusers.models.modeling_utils"}
+
+
 def __getattr__(name):
-    if name in _HOMES:
-        value = getattr(import_module(_HOMES[name], __name__), name)
+    if name in _HOMES or name in _DIFFUSERS_BASES:
+        home = _HOMES.get(name)
+        value = getattr(import_module(home, __name__) if home else import_module(_DIFFUSERS_BASES[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

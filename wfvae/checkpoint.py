@@ -19,7 +19,8 @@ import math
 import os
 import re
 import typing
-from typing import Any, Dict, List, Mapping, Union
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -59,17 +60,48 @@ def save_safetensors_atomic(tensors: Dict[str, torch.Tensor], path: str) -> None
 
 _HAAR3D_NAMES = ["h", "g", "hh", "gh", "h_v", "g_v", "hh_v", "gh_v"]  # published order = our subband index
 _HAAR2D_NAMES = ["aa", "ad", "da", "dd"]
-_HAAR_MODULE = re.compile(r"^(encoder\.wavelet_transform_(?:in|l1|l2)|decoder\.inverse_wavelet_transform_(?:out|l1|l2))\.")
+HAAR_KEY_PATTERN = r"^(encoder\.wavelet_transform_(?:in|l1|l2)|decoder\.inverse_wavelet_transform_(?:out|l1|l2))\."
+_HAAR_MODULE = re.compile(HAAR_KEY_PATTERN)
+
+
+def normalize_key(key: str) -> str:
+    """Strip ``module.`` prefixes and fix the Open-Sora Plan ``tranform`` spelling."""
+    while key.startswith("module."):
+        key = key[len("module."):]
+    return key.replace("wavelet_tranform_", "wavelet_transform_")
 
 
 def normalize_keys(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Strip ``module.`` prefixes and fix the Open-Sora Plan ``tranform`` spelling."""
-    out = {}
-    for key, value in state.items():
-        while key.startswith("module."):
-            key = key[len("module."):]
-        out[key.replace("wavelet_tranform_", "wavelet_transform_")] = value
-    return out
+    """:func:`normalize_key` applied to every key."""
+    return {normalize_key(key): value for key, value in state.items()}
+
+
+def read_weights(path: str, dtype: Optional[torch.dtype] = None, allow_pickle: bool = False) -> Dict[str, torch.Tensor]:
+    """The model tensors of a weights file in any published layout: keys normalised, Haar entries checked against
+    the constants and dropped, floating tensors converted to ``dtype`` as they are read (one at a time).
+
+    A ``.safetensors`` file is read tensor by tensor (:func:`iter_safetensors`); a ``.ckpt`` is memory-mapped where
+    its format allows, so that only the chosen weights (EMA preferred) are read, and each is copied once."""
+    if path.endswith(".safetensors"):
+        items, mapped = iter_safetensors(path), False
+    else:
+        items, mapped = read_state_dict(path, allow_pickle=allow_pickle, mmap=True).items(), True
+    state, haar = {}, {}
+    for key, value in items:
+        key = normalize_key(key)
+        if _HAAR_MODULE.match(key):
+            haar[key] = value
+            continue
+        if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+            value = value.to(dtype)
+        elif mapped:
+            value = value.clone()  # not backed by the checkpoint file, which may be rewritten later
+        state[key] = value
+    try:
+        split_haar(haar)
+    except ValueError as exc:
+        raise ValueError(f"weights {path}: {exc}") from None
+    return state
 
 
 def _expected_haar(key: str) -> torch.Tensor:
@@ -124,10 +156,11 @@ def haar_entries(has_in_out: bool = True, l1_3d: bool = False, l2_3d: bool = Tru
     return entries
 
 
-def read_state_dict(path: str, allow_pickle: bool = False) -> Dict[str, torch.Tensor]:
+def read_state_dict(path: str, allow_pickle: bool = False, mmap: bool = False) -> Dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` file or a published training ``.ckpt`` (EMA weights preferred).
 
-    A ``.ckpt`` is a torch pickle: it is read with ``torch.load(weights_only=True)`` unless ``allow_pickle``.
+    A ``.ckpt`` is a torch pickle: it is read with ``torch.load(weights_only=True)`` unless ``allow_pickle``;
+    ``mmap``: memory-mapped (tensors read when touched) when the file's format allows it.
     Raises FileNotFoundError for a missing file and ValueError naming the file for anything unreadable."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weights file not found: {path}")
@@ -135,8 +168,15 @@ def read_state_dict(path: str, allow_pickle: bool = False) -> Dict[str, torch.Te
         return read_safetensors(path)
     if os.path.getsize(path) == 0:
         raise ValueError(f"cannot read checkpoint {path}: the file is empty")
+    ckpt = None
+    if mmap:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=not allow_pickle, mmap=True)
+        except Exception:  # a legacy (non-zip) file, or a damaged one: the plain load below explains
+            ckpt = None
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        if ckpt is None:
+            ckpt = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as exc:  # pickle refused or corrupt file
         detail = first_line(exc)
         hint = (" (if you trust the file, pass allow_pickle=True)" if "weights_only" in str(exc).lower()
@@ -195,6 +235,77 @@ def read_safetensors(path: str) -> Dict[str, torch.Tensor]:
     except Exception as exc:  # SafetensorError (bad header, truncated data), OSError
         raise ValueError(f"cannot read weights {path}: truncated or not a safetensors file "
                          f"({first_line(exc)})") from None
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def iter_safetensors(path: str) -> Iterator[Tuple[str, torch.Tensor]]:
+    """(name, tensor) for every tensor of a safetensors file, one at a time, read with plain file reads into a fresh
+    CPU tensor (no memory map, so no file pages are held while loading), in file order.
+
+    Raises FileNotFoundError for a missing file and ValueError naming the file for a damaged one (the whole
+    header is checked before the first tensor is read)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights file not found: {path}")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ValueError(f"cannot read weights {path}: the file is empty")
+
+    def bad(detail: str) -> ValueError:
+        return ValueError(f"cannot read weights {path}: truncated or not a safetensors file ({detail})")
+
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 2 <= n <= size - 8:
+            raise bad("bad header length")
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise bad("header is not JSON") from None
+        if not isinstance(header, dict):
+            raise bad("header is not a JSON object")
+        header.pop("__metadata__", None)
+        entries, data_start = [], 8 + n
+        for name, info in header.items():
+            try:
+                kind, shape = _SAFETENSORS_DTYPES[info["dtype"]], list(info["shape"])
+                begin, end = info["data_offsets"]
+                count = math.prod(shape)
+                ok = (all(isinstance(d, int) and d >= 0 for d in shape) and 0 <= begin <= end
+                      and end - begin == count * torch.empty(0, dtype=kind).element_size())
+            except (KeyError, TypeError, ValueError):
+                ok = False
+            if not ok or data_start + end > size:
+                raise bad(f"bad entry for tensor {name}")
+            entries.append((begin, name, kind, shape))
+        for begin, name, kind, shape in sorted(entries, key=lambda e: e[0]):
+            raw = torch.empty(math.prod(shape) * torch.empty(0, dtype=kind).element_size(), dtype=torch.uint8)
+            fh.seek(data_start + begin)
+            if fh.readinto(raw.numpy()) != raw.numel():
+                raise bad(f"data of tensor {name} is cut short")
+            yield name, raw.view(kind).reshape(shape)
+
+
+@contextmanager
+def parameters_on_meta():
+    """Modules built inside get their parameters on the meta device (no memory, no initialisation cost), buffers
+    stay real (the constant Haar filters): load the weights with ``load_state_dict(state, assign=True)``."""
+    original = torch.nn.Module.register_parameter
+
+    def register(module, name, param):
+        if param is not None:
+            param = torch.nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad)
+        original(module, name, param)
+
+    torch.nn.Module.register_parameter = register
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = original
 
 
 def check_dtype(dtype) -> None:

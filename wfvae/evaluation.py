@@ -3,10 +3,10 @@
 Protocol (:class:`Protocol`, printed with every result): from each video, ``num_frames`` frames from frame
 ``start`` taken every ``sample_rate`` source frames; frames resized (antialiased bilinear on the 8-bit frames) so
 that they cover ``size`` x ``size`` and centre-cropped to it; encoded to the posterior MEAN and decoded through the
-block-wise path (``vae.encode(x, latent_chunk=k)`` / ``vae.decode(z, latent_chunk=k)``); the reconstruction is
-clamped to [-1, 1]. PSNR / SSIM (:mod:`wfvae.metrics`, 8-bit frames, mean over frames) per video and their mean
-over videos; LPIPS (VGG, mean over frames) when its weights are available; FVD over the whole set when an I3D
-feature extractor is given (:func:`frechet_distance`).
+block-wise path (``vae.encode(x, latent_chunk=k).latent_dist`` / ``vae.decode(z, latent_chunk=k).sample``); the
+reconstruction is clamped to [-1, 1]. PSNR / SSIM (:mod:`wfvae.metrics`, 8-bit frames, mean over frames) per video
+and their mean over videos; LPIPS (VGG, mean over frames) when its weights are available; FVD over the whole set when
+an I3D feature extractor is given (:func:`frechet_distance`).
 """
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ def read_clip(path: str, protocol: Protocol) -> torch.Tensor:
 def reconstruct(vae: WFVAE, clip: torch.Tensor, latent_chunk: int) -> torch.Tensor:
     """(3, T, H, W) -> clamped float32 reconstruction (3, T, H, W) through the block-wise path."""
     x = clip.unsqueeze(0).to(vae.device, vae.dtype)
-    z = vae.encode(x, latent_chunk=latent_chunk).mode()
-    return vae.decode(z, latent_chunk=latent_chunk)[0].float().clamp(-1, 1).cpu()
+    z = vae.encode(x, latent_chunk=latent_chunk).latent_dist.mode()
+    return vae.decode(z, latent_chunk=latent_chunk).sample[0].float().clamp(-1, 1).cpu()
 
 
 def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:

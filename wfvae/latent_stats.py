@@ -25,7 +25,7 @@ def latent_statistics(vae, clips: Iterable[torch.Tensor], latent_chunk=None) -> 
     total = sq = None
     count = 0
     for clip in clips:
-        z = vae.encode(clip[None].to(vae.device, vae.dtype), latent_chunk=latent_chunk).mean.double()
+        z = vae.encode(clip[None].to(vae.device, vae.dtype), latent_chunk=latent_chunk).latent_dist.mean.double()
         z = z.transpose(0, 1).flatten(1)  # (C, N)
         total = z.sum(1) if total is None else total + z.sum(1)
         sq = z.square().sum(1) if sq is None else sq + z.square().sum(1)

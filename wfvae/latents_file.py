@@ -22,9 +22,11 @@ _REENCODE = "re-encode the video with 'wfvae encode'"
 
 def latents_metadata(vae, num_frames: int, height: int, width: int, fps: float) -> dict:
     """The metadata strings stored beside the latents of a ``num_frames`` x ``height`` x ``width`` video."""
+    from .model import published_config
+
     return {"format": LATENTS_FORMAT, "fps": repr(float(fps)), "num_frames": str(int(num_frames)),
             "height": str(int(height)), "width": str(int(width)),
-            "model_config": json.dumps(vae.config.to_dict(), sort_keys=True)}
+            "model_config": json.dumps(published_config(vae.config), sort_keys=True)}
 
 
 def _meta_int(meta: dict, key: str, path: str, high: int) -> int:
@@ -64,7 +66,9 @@ def _check_metadata(meta: dict, path: str) -> dict:
 
 def _check_against(latents, info: dict, vae, path: str) -> None:
     """The latents must come from ``vae`` and match the frame count and size of the metadata."""
-    ours = json.loads(json.dumps(vae.config.to_dict(), sort_keys=True))
+    from .model import published_config
+
+    ours = json.loads(json.dumps(published_config(vae.config), sort_keys=True))
     theirs = info["model_config"]
     if theirs != ours:
         diff = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))

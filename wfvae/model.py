@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple, Union
+from typing import List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -93,39 +93,30 @@ class WFVAEConfig:
             self.latent_stat(name)  # validates
 
     def level_names(self, level: str) -> list:
-        return [getattr(self, f"{level}_{k}") for k in
-                ("dowmsample_block", "downsample_wavelet", "upsample_block", "upsample_wavelet")]
+        return level_names(self, level)
 
     def temporal(self, level: str) -> bool:
-        """Whether a level ("l1" or "l2") also halves time."""
-        return _LEVEL_KINDS["down"][getattr(self, f"{level}_dowmsample_block")] == "3D"
+        return level_is_temporal(self, level)
 
     @property
     def temporal_compression(self) -> int:
-        return 2 * (2 if self.temporal("l1") else 1) * (2 if self.temporal("l2") else 1)
+        return temporal_compression(self)
 
     @property
     def spatial_compression(self) -> int:
-        return 8
+        return SPATIAL_COMPRESSION
 
     def latent_stat(self, name: str) -> torch.Tensor:
-        """``scale`` or ``shift`` as a (latent_dim,) tensor (broadcast from a constant list if needed)."""
-        values = getattr(self, name)
-        values = [values] if isinstance(values, (int, float)) else list(values)
-        if len(values) == self.latent_dim:
-            return torch.tensor(values, dtype=torch.float32)
-        if len(values) >= 1 and all(v == values[0] for v in values):
-            return torch.full((self.latent_dim,), float(values[0]))
-        raise ValueError(f"config {name} has {len(values)} different values but the model has {self.latent_dim} "
-                         f"latent channels: give {self.latent_dim} values or one value")
+        return latent_stat(self, name)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WFVAEConfig":
-        """Build from a ``config.json`` dict; private keys (``_class_name`` ...) are ignored, unknown keys and values
-        of the wrong JSON type refused (ValueError); missing keys take the published defaults."""
+    def from_dict(cls, d: Mapping) -> "WFVAEConfig":
+        """Build from a ``config.json`` dict (or a model's ``vae.config``); private keys (``_class_name`` ...) are
+        ignored, unknown keys and values of the wrong JSON type refused (ValueError); missing keys take the
+        published defaults."""
         from .checkpoint import check_config_values
 
-        if not isinstance(d, dict):
+        if not isinstance(d, Mapping):
             raise ValueError(f"a WF-VAE config must be a dict, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = [k for k in d if not k.startswith("_") and k not in names]
@@ -135,7 +126,48 @@ class WFVAEConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
     def to_dict(self) -> dict:
-        return {"_class_name": "WFVAEModel", **dataclasses.asdict(self)}
+        return published_config(dataclasses.asdict(self))
+
+
+# The helpers below read any object with the config keys as attributes: a WFVAEConfig or a model's ``vae.config``
+# (diffusers' FrozenDict), so that the derived quantities have one definition.
+SPATIAL_COMPRESSION = 8
+
+
+def level_names(cfg, level: str) -> list:
+    return [getattr(cfg, f"{level}_{k}") for k in
+            ("dowmsample_block", "downsample_wavelet", "upsample_block", "upsample_wavelet")]
+
+
+def level_is_temporal(cfg, level: str) -> bool:
+    """Whether a level ("l1" or "l2") also halves time."""
+    return _LEVEL_KINDS["down"][getattr(cfg, f"{level}_dowmsample_block")] == "3D"
+
+
+def temporal_compression(cfg) -> int:
+    return 2 * (2 if level_is_temporal(cfg, "l1") else 1) * (2 if level_is_temporal(cfg, "l2") else 1)
+
+
+def latent_stat(cfg, name: str) -> torch.Tensor:
+    """``scale`` or ``shift`` as a (latent_dim,) tensor (broadcast from a constant list if needed)."""
+    values = getattr(cfg, name)
+    values = [values] if isinstance(values, (int, float)) else list(values)
+    if len(values) == cfg.latent_dim:
+        return torch.tensor(values, dtype=torch.float32)
+    if len(values) >= 1 and all(v == values[0] for v in values):
+        return torch.full((cfg.latent_dim,), float(values[0]))
+    raise ValueError(f"config {name} has {len(values)} different values but the model has {cfg.latent_dim} "
+                     f"latent channels: give {cfg.latent_dim} values or one value")
+
+
+def published_config(values: Mapping) -> dict:
+    """The published ``config.json`` of a WF-VAE: ``_class_name`` and every key of :class:`WFVAEConfig`, as plain
+    JSON values (lists for tuples), from a dict or a model's ``vae.config``; diffusers' bookkeeping keys dropped."""
+    out = {"_class_name": "WFVAEModel"}
+    for f in dataclasses.fields(WFVAEConfig):
+        value = values[f.name]
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 class Encoder(nn.Module):

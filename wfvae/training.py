@@ -103,7 +103,7 @@ class WFVAETraining(L.LightningModule):
         self.save_hyperparameters(ignore=["vae"])
         self.hparams["vae"] = dataclasses.asdict(config)
         self.automatic_optimization = False
-        self.vae = WFVAE(config)
+        self.vae = WFVAE(**dataclasses.asdict(config))
         if init_from:
             self.vae.load_state_dict(load_vae_weights(init_from, config).state_dict())
         self.discriminator = (PatchDiscriminator3D(3, disc_channels, disc_layers) if disc_start is not None
@@ -274,7 +274,7 @@ def load_vae_weights(path: str, config: Optional[WFVAEConfig] = None, prefer_ema
         if state is not None and (config is not None or "vae" in ckpt.get("hyper_parameters", {})):
             if config is None:
                 config = WFVAEConfig.from_dict(ckpt["hyper_parameters"]["vae"])
-            model = WFVAE(config)
+            model = WFVAE(**dataclasses.asdict(config))
             model.load_state_dict(state)
             return model.eval()
     cfg = None if config is None else config.to_dict()
@@ -293,7 +293,7 @@ def export_checkpoint(ckpt_path: str, out_dir: str, prefer_ema: bool = True,
     state = _lightning_vae_state(ckpt, prefer_ema) if isinstance(ckpt, dict) else None
     if state is None or "vae" not in ckpt.get("hyper_parameters", {}):
         raise ValueError(f"{ckpt_path} is not a checkpoint of wfvae.training.WFVAETraining")
-    model = WFVAE(WFVAEConfig.from_dict(ckpt["hyper_parameters"]["vae"]))
+    model = WFVAE.from_config(WFVAEConfig.from_dict(ckpt["hyper_parameters"]["vae"]).to_dict())
     model.load_state_dict(state)
     model.to(dtype).save_pretrained(out_dir)
     return model
