@@ -19,6 +19,7 @@ stateless pieces that one would hand to ``torch.compile``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -56,16 +57,17 @@ def vae_cases(shape: str, top: int) -> None:
     from wfvae.presets import WFVAE_L_16CHN
 
     torch.manual_seed(0)
-    vae = WFVAE(WFVAE_L_16CHN).eval()
+    vae = WFVAE(**dataclasses.asdict(WFVAE_L_16CHN)).eval()
     t, h, w = (int(v) for v in shape.split("x"))
     video = torch.rand(1, 3, t, h, w) * 2 - 1
     z = torch.randn(1, vae.config.latent_dim, 1 + (t - 1) // vae.temporal_compression, h // 8, w // 8)
     with torch.no_grad():
         for chunk in (None, 1):
             label = "whole" if chunk is None else f"latent_chunk={chunk}"
-            report(f"WF-VAE-L encode {shape} ({label})", lambda: vae.encode(video, latent_chunk=chunk).mean, top)
+            report(f"WF-VAE-L encode {shape} ({label})",
+                   lambda: vae.encode(video, latent_chunk=chunk).latent_dist.mean, top)
             report(f"WF-VAE-L decode {tuple(z.shape[2:])} latent ({label})",
-                   lambda: vae.decode(z, latent_chunk=chunk), top)
+                   lambda: vae.decode(z, latent_chunk=chunk).sample, top)
 
 
 def denoiser_model(layers: int, heads: int, head_dim: int, sparse: bool):
@@ -88,7 +90,7 @@ def denoiser_cases(latent: str, layers: int, heads: int, head_dim: int, top: int
         step = torch.full((2,), 500)
         with torch.no_grad():
             report(f"denoiser forward, {layers} blocks of {heads}x{head_dim}, latent {latent}, batch 2, {attention}",
-                   lambda: model(x, step, text, mask), top)
+                   lambda: model(x, step, text, mask, return_dict=False), top)
 
 
 def explain_cases() -> None:
@@ -104,12 +106,11 @@ def explain_cases() -> None:
     cos, sin = torch.randn(32, 12), torch.randn(32, 12)
     block = OpenSoraBlock(48, 4, 12, skiparse_ratio=4).eval()
     rope = (torch.randn(32, 12), torch.randn(32, 12))
-    from wfvae import WFVAE, WFVAEConfig
+    from wfvae import WFVAE
     from wfvae.causal import StreamCache
 
-    small = WFVAE(WFVAEConfig(base_channels=8, latent_dim=4, encoder_energy_flow_hidden_size=8,
-                              decoder_energy_flow_hidden_size=8, norm_type="layernorm",
-                              t_interpolation="trilinear")).eval()
+    small = WFVAE(base_channels=8, latent_dim=4, encoder_energy_flow_hidden_size=8, decoder_energy_flow_hidden_size=8,
+                  norm_type="layernorm", t_interpolation="trilinear").eval()
     latent = torch.randn(1, 4, 3, 2, 2)
 
     def decode_last_chunk(z):

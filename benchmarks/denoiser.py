@@ -51,13 +51,13 @@ def run_case(spec: dict) -> dict:
     step = torch.full((batch,), 500, device=device)
     if spec["op"] == "forward":
         model.eval()
-        fn = lambda: model(x, step, text, mask)  # noqa: E731
+        fn = lambda: model(x, step, text, mask, return_dict=False)  # noqa: E731
         return measure(fn, device, spec["warmup"], spec["repeats"])
     model.train()
     model.enable_gradient_checkpointing()
 
     def fn():
-        model(x, step, text, mask).float().square().mean().backward()
+        model(x, step, text, mask).sample.float().square().mean().backward()
         model.zero_grad(set_to_none=True)
 
     return measure(fn, device, spec["warmup"], spec["repeats"], grad=True)

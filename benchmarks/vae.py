@@ -11,6 +11,7 @@ and command line.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
@@ -55,15 +56,15 @@ def run_case(spec: dict) -> dict:
     dtype = getattr(torch, spec["dtype"])
     fast_math(device)
     torch.manual_seed(0)
-    vae = WFVAE(_config(spec["model"])).eval().to(device, dtype)
+    vae = WFVAE(**dataclasses.asdict(_config(spec["model"]))).eval().to(device, dtype)
     t, h, w = (int(v) for v in spec["shape"].split("x"))
     f = vae.temporal_compression
     if spec["op"] == "encode":
         x = torch.rand(1, 3, t, h, w, device=device, dtype=dtype) * 2 - 1
-        fn = lambda: vae.encode(x, latent_chunk=spec["chunk"]).mean  # noqa: E731
+        fn = lambda: vae.encode(x, latent_chunk=spec["chunk"]).latent_dist.mean  # noqa: E731
     else:
         x = torch.randn(1, vae.config.latent_dim, 1 + (t - 1) // f, h // 8, w // 8, device=device, dtype=dtype)
-        fn = lambda: vae.decode(x, latent_chunk=spec["chunk"])  # noqa: E731
+        fn = lambda: vae.decode(x, latent_chunk=spec["chunk"]).sample  # noqa: E731
     return measure(fn, device, spec["warmup"], spec["repeats"])
 
 

@@ -3,7 +3,7 @@
 One step, for a batch of latents x0 (B, C, t, h, w) and their control videos (B, 3, T, H, W)::
 
     t ~ U{0..999};  x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps;  v = sqrt(a_t) eps - sqrt(1 - a_t) x0
-    residuals = controller(control, t, frame_mask)            # trainable
+    residuals = controller(control, t, frame_mask).block_residuals   # trainable
     loss = mse(base(x_t, t, caption, block_residuals=residuals), v)   # base frozen (eval, no gradients)
 
 with the v1.3 noise schedule: DDPM linear betas rescaled to zero terminal SNR, v-prediction
@@ -147,7 +147,7 @@ class StructureControllerTraining(L.LightningModule):
         if self.vae is None:
             raise ValueError("the batch has no latents: give the module a vae to encode its videos")
         video = batch["video"].to(self.vae.dtype)
-        return self.vae.scale_latents(self.vae.encode(video).sample().float())
+        return self.vae.scale_latents(self.vae.encode(video).latent_dist.sample().float())
 
     @torch.no_grad()
     def control_of(self, batch: Dict[str, Any]) -> torch.Tensor:
@@ -193,8 +193,8 @@ class StructureControllerTraining(L.LightningModule):
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         target = self.scheduler.get_velocity(latents, noise, timesteps)
         t = timesteps.float()
-        residuals = self.controller(control, t, self.frame_mask(b, latents.shape[2]))
-        pred = self.base(noisy.to(self.base.dtype), t, text, text_mask, block_residuals=residuals)
+        residuals = self.controller(control, t, self.frame_mask(b, latents.shape[2])).block_residuals
+        pred = self.base(noisy.to(self.base.dtype), t, text, text_mask, block_residuals=residuals).sample
         return F.mse_loss(pred[:, :latents.shape[1]].float(), target.float())
 
     def training_step(self, batch: Optional[Dict[str, Any]], batch_idx: int):

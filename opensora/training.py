@@ -46,6 +46,7 @@ from .controller_training import training_scheduler
 from .masks import compress_mask, condition_noise
 from .models import OpenSoraInpaint, OpenSoraInpaintConfig, OpenSoraT2V, OpenSoraT2VConfig
 from .model_index import resolve_location
+from .models.diffusers_glue import LORA_TARGETS, lora_config, save_lora_weights
 from .models.inpaint import load_denoiser, read_denoiser_config
 
 FROZEN_PREFIXES = ("vae.",)
@@ -131,6 +132,10 @@ class DenoiserTraining(L.LightningModule):
         export_dir: ``save_pretrained`` of the EMA (else the model) at the end of ``fit``.
         cached_caption_dropout: for batches with cached ``text_embeds`` (a latent cache), the probability of
             replacing a sample's caption by the empty caption (classifier-free guidance; needs ``text_encoder``).
+        lora_rank, lora_alpha, lora_targets: train a PEFT LoRA adapter of this rank (scale ``alpha / rank``; alpha
+            defaults to the rank) on the ``lora_targets`` modules (default: every attention projection) and freeze
+            every base weight; ``export_dir`` and ``export --lora`` then write only the adapter
+            (``pytorch_lora_weights.safetensors``, diffusers' ``load_lora_weights`` layout).
 
     ``vae`` and ``text_encoder`` may be ``package:NAME/SUBFOLDER`` (a folder inside an installed Python package,
     :func:`opensora.model_index.resolve_location`).
@@ -146,7 +151,9 @@ class DenoiserTraining(L.LightningModule):
                  weight_decay: float = 1e-2, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  warmup_steps: int = 0, lr_schedule: Literal["constant", "cosine"] = "constant",
                  min_lr_ratio: float = 0.0, gradient_checkpointing: bool = False, seed: int = 0,
-                 export_dir: Optional[str] = None, cached_caption_dropout: float = 0.0):
+                 export_dir: Optional[str] = None, cached_caption_dropout: float = 0.0,
+                 lora_rank: Optional[int] = None, lora_alpha: Optional[float] = None,
+                 lora_targets: Sequence[str] = LORA_TARGETS):
         super().__init__()
         self.save_hyperparameters()
         if objective not in ("v", "flow"):
@@ -167,6 +174,9 @@ class DenoiserTraining(L.LightningModule):
                 model = cls(build_config(None, model_config, inpaint))
         if inpaint != isinstance(model, OpenSoraInpaint):
             raise ValueError(f"{pretrained} is an image-condition model: set inpaint: true")
+        if lora_rank is not None:
+            model.requires_grad_(False)
+            model.add_adapter(lora_config(lora_rank, lora_alpha, lora_targets))  # only adapter weights train
         self.model = model.train()
         self.model.enable_gradient_checkpointing(gradient_checkpointing)
         self.ema = copy.deepcopy(model).requires_grad_(False).eval() if ema_decay is not None else None
@@ -225,14 +235,17 @@ class DenoiserTraining(L.LightningModule):
 
     def on_train_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
-            (self.ema or self.model).save_pretrained(self.hparams.export_dir)
+            if self.hparams.get("lora_rank") is not None:
+                save_lora_weights(self.ema or self.model, self.hparams.export_dir)
+            else:
+                (self.ema or self.model).save_pretrained(self.hparams.export_dir)
 
     # ------------------------------------------------------------------ batch preparation
     @torch.no_grad()
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         if self.vae is None:
             raise ValueError("the batch has no latents: give the module a vae to encode its videos")
-        return self.vae.scale_latents(self.vae.encode(video.to(self.vae.dtype)).sample().float())
+        return self.vae.scale_latents(self.vae.encode(video.to(self.vae.dtype)).latent_dist.sample().float())
 
     @torch.no_grad()
     def captions_of(self, batch: Dict[str, Any], size: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -331,7 +344,7 @@ class DenoiserTraining(L.LightningModule):
         if isinstance(model, OpenSoraInpaint):
             inputs = torch.cat([noisy, self.conditions_of(batch, latents)], dim=1)
         latent_mask = batch.get("latent_mask")
-        pred = model(inputs, model_t, text, text_mask, attention_mask=latent_mask)
+        pred = model(inputs, model_t, text, text_mask, attention_mask=latent_mask).sample
         err = (pred[:, :latents.shape[1]].float() - target) ** 2
         if latent_mask is None:
             per_sample = err.flatten(1).mean(1)
@@ -404,9 +417,11 @@ def write_latent_cache(module: DenoiserTraining, loader: Iterable[Dict[str, Any]
     return count
 
 
-def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str = "10GB") -> OpenSoraT2V:
+def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str = "10GB",
+           lora: bool = False) -> OpenSoraT2V:
     """Write the EMA (or the trained) denoiser of a :class:`DenoiserTraining` checkpoint to ``folder`` in the
-    release layout (``config.json`` + safetensors, sharded above ``max_shard_size``)."""
+    release layout (``config.json`` + safetensors, sharded above ``max_shard_size``); with ``lora`` (a run with
+    ``lora_rank``) only its adapter, as ``pytorch_lora_weights.safetensors``."""
     data = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
         raise ValueError(f"{checkpoint} is not a denoiser training checkpoint (no state_dict / hyper_parameters)")
@@ -414,10 +429,20 @@ def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str =
     prefix = "ema." if ema and hp.get("ema_decay") is not None else "model."
     state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
     config = build_config(hp.get("pretrained"), hp.get("model_config"), bool(hp.get("inpaint")))
+    rank = hp.get("lora_rank")
+    if lora and rank is None:
+        raise ValueError(f"{checkpoint} was not trained with lora_rank: export it without --lora")
+    if rank is not None and not lora:
+        raise ValueError(f"{checkpoint} trained a LoRA adapter (lora_rank {rank}): export it with --lora")
     with torch.device("meta"):
         model = (OpenSoraInpaint if isinstance(config, OpenSoraInpaintConfig) else OpenSoraT2V)(config)
+        if lora:
+            model.add_adapter(lora_config(rank, hp.get("lora_alpha"), hp.get("lora_targets") or LORA_TARGETS))
     model.load_state_dict(state, strict=True, assign=True)
-    model.save_pretrained(folder, max_shard_size)
+    if lora:
+        save_lora_weights(model, folder)
+    else:
+        model.save_pretrained(folder, max_shard_size)
     return model
 
 
@@ -463,6 +488,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ex.add_argument("folder")
     ex.add_argument("--no-ema", action="store_true")
     ex.add_argument("--max-shard-size", default="10GB")
+    ex.add_argument("--lora", action="store_true",
+                    help="write only the LoRA adapter (pytorch_lora_weights.safetensors) of a lora_rank run")
     for p in (ca, ex):
         p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
 
@@ -484,7 +511,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             count = cache_from_config(args.config, args.folder, args.batch_size, args.all_captions)
             print(f"{args.folder}: {count} cached samples")
         else:
-            export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size)
+            export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size,
+                   lora=args.lora)
             print(f"{args.folder}: exported the denoiser")
 
     return run_cli(run)

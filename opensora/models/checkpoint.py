@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Iterable, List, Mapping, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -17,7 +17,8 @@ from wfvae.checkpoint import (check_dtype, check_state_dict, is_finite, read_jso
                               save_safetensors_atomic, write_json_atomic)
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "INDEX_NAME", "parse_size", "read_weights", "write_weights",
-           "check_state_dict", "check_dtype", "cast_state", "weights_file", "write_json_atomic"]
+           "check_state_dict", "check_dtype", "cast_state", "weights_file", "write_json_atomic", "resolve_load_args",
+           "check_save_args"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -135,3 +136,54 @@ def write_weights(state: Mapping[str, torch.Tensor], folder: str,
     write_json_atomic({"metadata": {"total_size": total}, "weight_map": weight_map}, os.path.join(folder, INDEX_NAME))
     _remove(p for p in stale if os.path.basename(p) not in names and os.path.basename(p) != INDEX_NAME)
     return names + [INDEX_NAME]
+
+
+# Keyword arguments that diffusers' loaders (``DiffusionPipeline.from_pretrained``, ``ModelMixin.from_pretrained``)
+# pass to a model's ``from_pretrained``; at their defaults they change nothing for our local, strict loading.
+_NEUTRAL_LOAD_KWARGS = {"low_cpu_mem_usage": None, "use_safetensors": None, "disable_mmap": None,
+                        "offload_state_dict": None, "cache_dir": None, "force_download": None, "proxies": None,
+                        "local_files_only": None, "token": None, "revision": None, "max_memory": None,
+                        "offload_folder": None, "provider": None, "sess_options": None, "provider_options": None,
+                        "use_flashpack": None, "variant": "must be None", "quantization_config": "must be None",
+                        "device_map": "device", "output_loading_info": "must be False"}
+
+
+def resolve_load_args(path: str, subfolder: Optional[str], dtype: Optional[torch.dtype],
+                      torch_dtype: Optional[torch.dtype], device: Union[str, torch.device, None],
+                      kwargs: Dict[str, Any]) -> Tuple[str, Optional[torch.dtype], Union[str, torch.device, None]]:
+    """The folder, dtype and device a ``from_pretrained(path, dtype, device, torch_dtype=, subfolder=, **kwargs)``
+    call means. ``torch_dtype`` is diffusers' name for ``dtype``; a string ``device_map`` ("cpu", "cuda:0") is a
+    device. ValueError for a conflicting pair, an unknown keyword, or a diffusers option we do not support
+    (variants, quantization, dict device maps)."""
+    if torch_dtype is not None:
+        if dtype is not None and dtype != torch_dtype:
+            raise ValueError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree: give one of them")
+        dtype = torch_dtype
+    for key, value in kwargs.items():
+        rule = _NEUTRAL_LOAD_KWARGS.get(key, "unknown")
+        if rule == "unknown":
+            raise ValueError(f"from_pretrained got an unknown keyword argument {key!r}")
+        if rule == "must be None" and value is not None:
+            raise ValueError(f"from_pretrained: {key}={value!r} is not supported by the Open-Sora models")
+        if rule == "must be False" and value:
+            raise ValueError(f"from_pretrained: {key}={value!r} is not supported by the Open-Sora models")
+        if rule == "device" and value is not None:
+            if not isinstance(value, (str, torch.device)) or str(value) in ("auto", "balanced", "sequential"):
+                raise ValueError(f"from_pretrained: device_map={value!r} is not supported (give one device, e.g. "
+                                 f"'cpu' or 'cuda', or use enable_group_offload / enable_model_cpu_offload)")
+            if device is not None and torch.device(device) != torch.device(value):
+                raise ValueError(f"device={device} and device_map={value!r} disagree: give one of them")
+            device = value
+    folder = os.path.join(path, subfolder) if subfolder else path
+    return folder, dtype, device
+
+
+def check_save_args(safe_serialization: bool = True, variant: Optional[str] = None, push_to_hub: bool = False,
+                    **ignored: Any) -> None:
+    """ValueError for the diffusers ``save_pretrained`` options we cannot honour (pickle weights, variants, Hub)."""
+    if not safe_serialization:
+        raise ValueError("save_pretrained writes safetensors only (safe_serialization=False is not supported)")
+    if variant is not None:
+        raise ValueError(f"save_pretrained: variant={variant!r} is not supported by the Open-Sora models")
+    if push_to_hub:
+        raise ValueError("save_pretrained: push_to_hub is not supported; upload the folder yourself")

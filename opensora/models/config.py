@@ -20,8 +20,30 @@ CLASS_NAME = "OpenSoraT2V_v1_3"
 ACTIVATIONS = ("gelu", "gelu-approximate", "geglu", "geglu-approximate")
 
 
+class ConfigAccess:
+    """Dict-style reading of a config dataclass (``config["key"]``, ``.get``, ``.keys``, ``.items``), so that a
+    model's typed ``config`` also reads like diffusers' ``FrozenDict`` config."""
+
+    def keys(self) -> Tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self))
+
+    def items(self):
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key) if key in self.keys() else default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys()
+
+
 @dataclass
-class OpenSoraT2VConfig:
+class OpenSoraT2VConfig(ConfigAccess):
     num_attention_heads: int = 24
     attention_head_dim: int = 96
     in_channels: int = 8

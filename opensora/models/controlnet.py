@@ -27,13 +27,17 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
+from diffusers.utils import BaseOutput
 from torch import nn
 
 from wfvae.checkpoint import read_json_object
 
-from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, cast_state, check_dtype, check_state_dict, read_weights,
-                         weights_file, write_json_atomic, write_weights)
-from .config import ACTIVATIONS, config_from_dict, config_from_json
+from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, cast_state, check_dtype, check_save_args, check_state_dict,
+                         read_weights, resolve_load_args, weights_file, write_json_atomic, write_weights)
+from .config import ACTIVATIONS, ConfigAccess, config_from_dict, config_from_json
+from .diffusers_glue import DiffusersModel, config_init
 from .embeddings import AdaLNSingle, PatchEmbed, RoPE3D
 from .transformer import FeedForward, OpenSoraT2V, SelfAttention, modulate
 
@@ -42,7 +46,7 @@ PROJECTORS = ("linear", "mlp")
 
 
 @dataclass
-class StructureControllerConfig:
+class StructureControllerConfig(ConfigAccess):
     """Sizes of a structure controller. The first five fields must match the base denoiser
     (:meth:`StructureController.for_base` copies them)."""
 
@@ -177,9 +181,10 @@ class ControlBlock(nn.Module):
         self.ff = FeedForward(dim, activation_fn)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
-    def forward(self, x: torch.Tensor, modulation: torch.Tensor,
+    def forward(self, hidden_states: torch.Tensor, modulation: torch.Tensor,
                 rope: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """x (B, N, D), modulation (B, 6, D) -> (B, N, D)."""
+        """hidden_states (B, N, D), modulation (B, 6, D) -> (B, N, D)."""
+        x = hidden_states
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + modulation).chunk(6, dim=1)
         x = x + gate_msa * self.attn1(modulate(self.norm1(x), shift_msa, scale_msa), rope)
@@ -205,19 +210,25 @@ def latent_frame_mask(frames: torch.Tensor, stride_t: int = 4) -> torch.Tensor:
     return torch.cat([frames[..., :1] != 0, rest], dim=-1).float()
 
 
-class StructureController(nn.Module):
-    """Structure condition controller; see the module docstring. ``StructureController(config)`` or
-    ``StructureController.for_base(base_model, **fields)``."""
+@dataclass
+class StructureControllerOutput(BaseOutput):
+    """Output of :class:`StructureController`: ``block_residuals``, one entry per base block ((B, N, D) or None)."""
 
-    def __init__(self, config: Union[StructureControllerConfig, dict, None] = None, **fields):
+    block_residuals: List[Optional[torch.Tensor]]
+
+
+class StructureController(DiffusersModel):
+    """Structure condition controller, a diffusers model; see the module docstring. ``StructureController(config)``,
+    ``StructureController(**fields)`` or ``StructureController.for_base(base_model, **fields)``."""
+
+    _no_split_modules = ["ControlBlock"]
+    _repeated_blocks = ["ControlBlock"]
+
+    @config_init(StructureControllerConfig)
+    def __init__(self, **fields):
         super().__init__()
-        if isinstance(config, dict):
-            config = StructureControllerConfig.from_dict(config)
-        if config is None:
-            config = StructureControllerConfig(**fields)
-        elif fields:
-            config = dataclasses.replace(config, **fields)
-        self.config = c = config
+        self.set_typed_config(StructureControllerConfig(**fields))
+        c = self.config
         dim = c.hidden_size
         self.downsampler = ControlDownsampler(c)
         self.patch_embed = PatchEmbed(c.latent_channels, dim, c.patch_size, c.patch_size_t)
@@ -299,7 +310,8 @@ class StructureController(nn.Module):
 
     def forward(self, control: torch.Tensor, timestep: Union[torch.Tensor, float, None] = None,
                 frame_mask: Optional[torch.Tensor] = None, control_strength: float = 1.0,
-                tokens: Optional[Tuple[torch.Tensor, Tuple[int, int, int]]] = None) -> List[Optional[torch.Tensor]]:
+                tokens: Optional[Tuple[torch.Tensor, Tuple[int, int, int]]] = None,
+                return_dict: bool = True) -> Union[StructureControllerOutput, Tuple[List[Optional[torch.Tensor]]]]:
         """Per-block residuals for the base denoiser.
 
         Args:
@@ -308,10 +320,11 @@ class StructureController(nn.Module):
             frame_mask: latent-frame mask (T',) or (B, T'), 1 = controlled, 0 = no residual; None = all frames.
             control_strength: factor on every residual.
             tokens: the output of :meth:`encode_control`, to skip the downsampler.
+            return_dict: return a :class:`StructureControllerOutput` (else a one-element tuple).
 
         Returns:
-            ``base_num_layers`` entries: (B, N, D) residuals in the controller's dtype for the injected blocks,
-            None for the others (the ``block_residuals`` argument of :class:`OpenSoraT2V`).
+            ``.block_residuals``: ``base_num_layers`` entries, (B, N, D) residuals in the controller's dtype for the
+            injected blocks, None for the others (the ``block_residuals`` argument of :class:`OpenSoraT2V`).
         """
         x, grid = tokens if tokens is not None else self.encode_control(control)
         b, dim = x.shape[0], x.shape[2]
@@ -331,13 +344,16 @@ class StructureController(nn.Module):
         residuals: List[Optional[torch.Tensor]] = [None] * self.config.base_num_layers
         for block_index, projector in zip(self.config.injected_blocks(), self.projectors):
             residuals[block_index] = projector(x) * weight
-        return residuals
+        return StructureControllerOutput(block_residuals=residuals) if return_dict else (residuals,)
 
     # ------------------------------------------------------------------ loading / saving
     @classmethod
     def from_pretrained(cls, path: str, dtype: Optional[torch.dtype] = None,
-                        device: Union[str, torch.device, None] = None) -> "StructureController":
-        """Load ``config.json`` + ``diffusion_pytorch_model.safetensors`` (strict); eval mode, float32 by default."""
+                        device: Union[str, torch.device, None] = None, *, torch_dtype: Optional[torch.dtype] = None,
+                        subfolder: Optional[str] = None, **kwargs) -> "StructureController":
+        """Load ``config.json`` + ``diffusion_pytorch_model.safetensors`` (strict); eval mode, float32 by default.
+        ``torch_dtype`` / ``subfolder`` / diffusers' loader keywords as for :meth:`OpenSoraT2V.from_pretrained`."""
+        path, dtype, device = resolve_load_args(path, subfolder, dtype, torch_dtype, device, kwargs)
         check_dtype(dtype)
         config_path = os.path.join(path, CONFIG_NAME)
         if not os.path.isfile(config_path):
@@ -355,8 +371,12 @@ class StructureController(nn.Module):
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()
 
-    def save_pretrained(self, folder: str) -> None:
-        """Write ``config.json`` and ``diffusion_pytorch_model.safetensors``."""
+    def save_pretrained(self, folder: str, is_main_process: bool = True, **kwargs) -> None:
+        """Write ``config.json`` and ``diffusion_pytorch_model.safetensors`` (diffusers' ``safe_serialization`` /
+        ``variant`` keywords accepted at their defaults)."""
+        check_save_args(**kwargs)
+        if not is_main_process:
+            return
         write_weights(self.state_dict(), folder)
         write_json_atomic(self.config.to_dict(), os.path.join(folder, CONFIG_NAME))
 
@@ -400,8 +420,9 @@ class ControlledDenoiser(nn.Module):
                 encoder_hidden_states: torch.Tensor, encoder_attention_mask: Optional[torch.Tensor] = None,
                 attention_mask: Optional[torch.Tensor] = None, control: Optional[torch.Tensor] = None,
                 frame_mask: Optional[torch.Tensor] = None,
-                control_strength: Optional[float] = None) -> torch.Tensor:
-        """As :meth:`OpenSoraT2V.forward`; ``control`` (B_c, 3, T, H, W) overrides the stored one."""
+                control_strength: Optional[float] = None,
+                return_dict: bool = True) -> Union[Transformer2DModelOutput, Tuple[torch.Tensor]]:
+        """As :meth:`OpenSoraT2V.forward` (same output); ``control`` (B_c, 3, T, H, W) overrides the stored one."""
         if control is not None:
             tokens = self.controller.encode_control(control)
         else:
@@ -423,6 +444,6 @@ class ControlledDenoiser(nn.Module):
             if frame_mask is not None and torch.as_tensor(frame_mask).ndim == 2:
                 frame_mask = torch.as_tensor(frame_mask).repeat(repeat, 1)
             strength = self.control_strength if control_strength is None else control_strength
-            residuals = self.controller(None, timestep, frame_mask, strength, tokens=(x, grid))
+            residuals = self.controller(None, timestep, frame_mask, strength, tokens=(x, grid)).block_residuals
         return self.base(hidden_states, timestep, encoder_hidden_states, encoder_attention_mask, attention_mask,
-                         block_residuals=residuals)
+                         block_residuals=residuals, return_dict=return_dict)

@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional, Union
 
 import torch
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from torch import nn
 
 from wfvae.checkpoint import read_json_object
 
 from .checkpoint import CONFIG_NAME
 from .config import OpenSoraT2VConfig
+from .diffusers_glue import config_init
 from .embeddings import PatchEmbed
 from .transformer import OpenSoraT2V
 
@@ -85,8 +87,9 @@ class OpenSoraInpaint(OpenSoraT2V):
 
     config_class = OpenSoraInpaintConfig
 
-    def __init__(self, config: Union[OpenSoraInpaintConfig, dict, None] = None, **fields):
-        super().__init__(config, **fields)
+    @config_init(OpenSoraInpaintConfig)
+    def __init__(self, **fields):
+        super().__init__(**fields)
         c, dim = self.config, self.config.hidden_size
         self.pos_embed_masked_hidden_states = nn.ModuleList(
             [PatchEmbed(c.in_channels, dim, c.patch_size, c.patch_size_t), _zero_linear(dim)])

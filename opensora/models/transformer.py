@@ -22,14 +22,18 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .attention import key_bias, sdpa_attention
 from .checkpoint import (CONFIG_NAME, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME, cast_state, check_dtype,
-                         check_state_dict, read_weights, weights_file, write_json_atomic, write_weights)
+                         check_save_args, check_state_dict, read_weights, resolve_load_args, weights_file,
+                         write_json_atomic, write_weights)
 from .config import OpenSoraT2VConfig
+from .diffusers_glue import DiffusersModel, config_init
 from .embeddings import (AdaLNSingle, CaptionProjection, PatchEmbed, PooledCaptionEmbedding, RoPE3D, rope_tables,
                          rotate)
 from .skiparse import skiparse_attention
@@ -150,32 +154,40 @@ class OpenSoraBlock(nn.Module):
         self.ff = FeedForward(dim, activation_fn, dropout)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, modulation: torch.Tensor, rope: Rope,
-                keep: Optional[torch.Tensor] = None, context_bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x (B, N, D), context (B, L, D), modulation (B, 6, D) -> (B, N, D)."""
+    def forward(self, hidden_states: torch.Tensor, context: torch.Tensor, modulation: torch.Tensor, rope: Rope,
+                keep: Optional[torch.Tensor] = None, context_bias: Optional[torch.Tensor] = None,
+                residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """hidden_states (B, N, D), context (B, L, D), modulation (B, 6, D), residual (B, N, D) or None (a
+        controller's feature, added to the output) -> (B, N, D).
+
+        The first argument is named ``hidden_states`` and the block returns one tensor: the layout diffusers' step
+        caches find through ``TransformerBlockRegistry`` (:func:`~opensora.models.diffusers_glue.register_blocks`).
+        """
+        x = hidden_states
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (
             self.scale_shift_table[None] + modulation).chunk(6, dim=1)
         x = gated_residual(x, gate_msa, self.attn1(modulate(self.norm1(x), shift_msa, scale_msa), rope, keep))
         x = x + self.attn2(x, context, context_bias)
         x = gated_residual(x, gate_mlp, self.ff(modulate(self.norm2(x), shift_mlp, scale_mlp)))
-        return x
+        return x if residual is None else x + residual.to(x.dtype)
 
 
-class OpenSoraT2V(nn.Module):
-    """Open-Sora Plan v1.3 denoiser. ``OpenSoraT2V(config)`` or ``OpenSoraT2V(**config_fields)``."""
+class OpenSoraT2V(DiffusersModel):
+    """Open-Sora Plan v1.3 denoiser, a diffusers model (``ModelMixin, ConfigMixin, PeftAdapterMixin, CacheMixin``).
+
+    ``OpenSoraT2V(config)``, ``OpenSoraT2V(**config_fields)`` or ``OpenSoraT2V.from_config(dict)``; the keys are
+    those of :class:`OpenSoraT2VConfig` (the release's ``config.json``), registered with ``register_to_config``.
+    """
 
     config_class = OpenSoraT2VConfig
+    _no_split_modules = ["OpenSoraBlock"]
+    _repeated_blocks = ["OpenSoraBlock"]  # regional compilation: ``model.compile_repeated_blocks()``
 
-    def __init__(self, config: Union[OpenSoraT2VConfig, dict, None] = None, **fields):
+    @config_init(OpenSoraT2VConfig)
+    def __init__(self, **fields):
         super().__init__()
-        if isinstance(config, dict):
-            config = self.config_class.from_dict(config)
-        if config is None:
-            config = self.config_class(**fields)
-        elif fields:
-            config = config.replace(**fields)
-        self.config = config
-        c = config
+        self.set_typed_config(self.config_class(**fields))
+        c = self.config
         dim = c.hidden_size
         self.pos_embed = PatchEmbed(c.in_channels, dim, c.patch_size, c.patch_size_t)
         self.caption_projection = CaptionProjection(c.caption_channels, dim)
@@ -204,8 +216,9 @@ class OpenSoraT2V(nn.Module):
                 module.backend = backend
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute each block in the backward pass (training only)."""
-        self.gradient_checkpointing = enabled
+        """Recompute each block in the backward pass (training only). ``False`` turns it off (as diffusers'
+        ``disable_gradient_checkpointing()`` does)."""
+        self.gradient_checkpointing = bool(enabled)
 
     # ------------------------------------------------------------------ forward
     def token_grid(self, frames: int, height: int, width: int) -> Tuple[int, int, int]:
@@ -247,7 +260,8 @@ class OpenSoraT2V(nn.Module):
     def forward(self, hidden_states: torch.Tensor, timestep: Union[torch.Tensor, float],
                 encoder_hidden_states: torch.Tensor, encoder_attention_mask: Optional[torch.Tensor] = None,
                 attention_mask: Optional[torch.Tensor] = None,
-                block_residuals: Optional[Sequence[Optional[torch.Tensor]]] = None) -> torch.Tensor:
+                block_residuals: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                return_dict: bool = True) -> Union[Transformer2DModelOutput, Tuple[torch.Tensor]]:
         """Predict from a noisy latent.
 
         Args:
@@ -258,9 +272,10 @@ class OpenSoraT2V(nn.Module):
             attention_mask: latent mask (B, T, H, W), 1 = real, 0 = padding; None = all real.
             block_residuals: one entry per block, None or a tensor (B, N, D) added to that block's output
                 (a controller's features, see :mod:`opensora.models.controlnet`); None = no residuals.
+            return_dict: return a ``Transformer2DModelOutput`` (else a one-element tuple).
 
         Returns:
-            (B, C_out, T, H, W).
+            ``Transformer2DModelOutput`` whose ``.sample`` is (B, C_out, T, H, W), or ``(sample,)``.
         """
         b, _, t, h, w = hidden_states.shape
         grid = self.token_grid(t, h, w)
@@ -289,16 +304,16 @@ class OpenSoraT2V(nn.Module):
             raise ValueError(f"block_residuals must have one entry per block ({len(self.transformer_blocks)}), "
                              f"got {len(block_residuals)}")
         for i, block in enumerate(self.transformer_blocks):
+            residual = None if block_residuals is None else block_residuals[i]
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-                x = checkpoint(block, x, context, modulation, rope, keep, context_bias, use_reentrant=False)
+                x = checkpoint(block, x, context, modulation, rope, keep, context_bias, residual, use_reentrant=False)
             else:
-                x = block(x, context, modulation, rope, keep, context_bias)
-            if block_residuals is not None and block_residuals[i] is not None:
-                x = x + block_residuals[i].to(x.dtype)
+                x = block(x, context, modulation, rope, keep, context_bias, residual)
 
         shift, scale = (self.scale_shift_table[None] + embedded_timestep[:, None]).chunk(2, dim=1)
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))
-        return self.unpatchify(x, grid)
+        sample = self.unpatchify(x, grid)
+        return Transformer2DModelOutput(sample=sample) if return_dict else (sample,)
 
     def embed_latent(self, hidden_states: torch.Tensor) -> torch.Tensor:
         """Model input (B, C, T, H, W) -> tokens (B, N, D); subclasses with extra input streams override it."""
@@ -313,14 +328,18 @@ class OpenSoraT2V(nn.Module):
     # ------------------------------------------------------------------ loading / saving
     @classmethod
     def from_pretrained(cls, path: str, dtype: Optional[torch.dtype] = None,
-                        device: Union[str, torch.device, None] = None) -> "OpenSoraT2V":
-        """Load a model folder: ``config.json`` + ``diffusion_pytorch_model.safetensors`` (or shards with
-        ``diffusion_pytorch_model.safetensors.index.json``, the release layout).
+                        device: Union[str, torch.device, None] = None, *, torch_dtype: Optional[torch.dtype] = None,
+                        subfolder: Optional[str] = None, **kwargs) -> "OpenSoraT2V":
+        """Load a model folder (``path``, or ``path/subfolder``): ``config.json`` + ``diffusion_pytorch_model.safetensors``
+        (or shards with ``diffusion_pytorch_model.safetensors.index.json``, the release layout).
 
         Strict: missing, unexpected or mis-shaped tensors raise ``ValueError`` naming them, and so do NaN or
         infinite weights, an unreadable or damaged ``config.json`` or weights file (naming the file).
-        ``dtype`` defaults to float32. The model is returned in eval mode.
+        ``dtype`` (or diffusers' ``torch_dtype``) defaults to float32; the other keywords diffusers' pipeline loader
+        passes are accepted at their defaults (:func:`~opensora.models.checkpoint.resolve_load_args`). The model is
+        built on the meta device and takes the checkpoint's tensors, so the weights are never held twice. Eval mode.
         """
+        path, dtype, device = resolve_load_args(path, subfolder, dtype, torch_dtype, device, kwargs)
         check_dtype(dtype)
         if not os.path.isdir(path):
             raise FileNotFoundError(f"model folder not found: {path} (expected a folder with {CONFIG_NAME} and "
@@ -334,7 +353,12 @@ class OpenSoraT2V(nn.Module):
         model.load_state_dict(state, strict=True, assign=True)
         return model.eval()
 
-    def save_pretrained(self, folder: str, max_shard_size: Union[int, str] = DEFAULT_MAX_SHARD_SIZE) -> None:
-        """Write ``config.json`` and the weights (sharded with an index above ``max_shard_size``)."""
+    def save_pretrained(self, folder: str, max_shard_size: Union[int, str] = DEFAULT_MAX_SHARD_SIZE,
+                        is_main_process: bool = True, **kwargs) -> None:
+        """Write ``config.json`` and the weights (sharded with an index above ``max_shard_size``). diffusers'
+        ``safe_serialization`` / ``variant`` keywords are accepted at their defaults."""
+        check_save_args(**kwargs)
+        if not is_main_process:
+            return
         write_weights(self.state_dict(), folder, max_shard_size)
         write_json_atomic(self.config.to_dict(), os.path.join(folder, CONFIG_NAME))
