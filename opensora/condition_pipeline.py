@@ -1,15 +1,13 @@
-"""Sampling with condition controllers: image conditions (i2v, transition, continuation, random frames) for
-:class:`~opensora.models.OpenSoraInpaint`, and structure control (canny, sketch, depth) through a
-:class:`~opensora.models.StructureController`.
+"""The condition pipelines: image/video conditions (i2v, transition, continuation, random frames) for
+:class:`~opensora.models.OpenSoraInpaint` (:class:`OpenSoraImageToVideoPipeline`), and structure control (canny,
+sketch, depth) through a :class:`~opensora.models.StructureController` (:class:`OpenSoraControlPipeline`). Both are
+diffusers pipelines with the text-to-video call (:class:`opensora.pipeline.OpenSoraPipeline`) plus conditions::
 
-Both are wrappers with the denoiser's call signature, so the text-to-video sampler
-(:class:`opensora.pipeline.OpenSoraPipeline`) runs them unchanged::
-
-    cond = build_image_condition([first_frame], from_video=False, num_frames=93)      # i2v
-    masked, mask = encode_image_condition(vae, cond)         # (1, C, t, h, w), (1, 4, t, h, w)
-    model = InpaintConditioned(OpenSoraInpaint.from_pretrained(DIR), masked, mask)
-    model = InpaintConditioned(attach_controller(inpaint, controller, control), masked, mask)  # both
-    video = OpenSoraPipeline(model, vae, text_encoder, make_scheduler())(prompt)
+    pipe = OpenSoraImageToVideoPipeline(tokenizer, text_encoder, OpenSoraInpaint.from_pretrained(DIR), vae, sched)
+    frames = pipe(prompt, image=first_frame).frames                  # i2v; image=[first, last]: transition
+    frames = pipe(prompt, video=clip).frames                         # continuation
+    pipe = OpenSoraControlPipeline(tokenizer, text_encoder, inpaint, vae, sched, controller=controller)
+    frames = pipe(prompt, image=first_frame, control=canny(clip)).frames
 
 Image conditions follow the release (``OpenSoraInpaintPipeline``): kept frames (mask 0) are the condition frames,
 generated frames (mask 1) are black before encoding (the release masks 0..255 pixels before normalising, so they
@@ -30,24 +28,25 @@ a video            ``continuation``: its first ``1 + 4 * ((T - 1) // 8)`` frames
 with a video and no ``cond_frames``: half the frames at random) and ``cond_frames`` overrides both. Image k goes to
 the k-th kept frame; with a video, output frame i is the video's frame i.
 
-The second half of the module is the glue for ``opensora-sample`` (:func:`add_condition_arguments`,
-:func:`check_condition_args`, :func:`condition_model`).
+The last part of the module is the glue for ``opensora-sample`` (:func:`check_condition_args`,
+:func:`condition_arguments`).
 """
 from __future__ import annotations
 
 import os
 import sys
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from torch import nn
 
 from .condition_args import add_condition_arguments  # noqa: F401 (the flags; kept importable here)
 from .control import load_estimator, make_control, save_control
 from .masks import MaskType, compress_mask, condition_noise, frame_mask
-from .models import ControlledDenoiser, OpenSoraInpaintConfig, StructureController, latent_frame_mask
+from .models import OpenSoraInpaintConfig, latent_frame_mask
 from .models.controlnet import CONTROLLER_CLASS_NAME, StructureControllerConfig
+from .models.inpaint import is_inpaint
+from .pipeline import OpenSoraPipeline, register_with_diffusers
 
 
 class ConditionError(ValueError):
@@ -157,41 +156,9 @@ def encode_image_condition(vae, condition: ImageCondition, noise_strength: float
     masked = torch.where(pixel < 0.5, condition.video[None], torch.full_like(condition.video[None], -1.0))
     if noise_strength:
         masked = condition_noise(masked, pixel, generator=generator, strength=noise_strength)
-    latents = vae.encode(masked.to(vae.device, vae.dtype)).mode().float()
+    latents = vae.encode(masked.to(vae.device, vae.dtype)).latent_dist.mode().float()
     mask = compress_mask(pixel.float(), vae.temporal_compression, vae.spatial_compression)
     return vae.scale_latents(latents), mask.to(latents.device)
-
-
-class InpaintConditioned(nn.Module):
-    """An image-condition denoiser (or a :class:`ControlledDenoiser` around one) with its conditions bound: takes
-    the noisy latent (B, C, t, h, w) only and appends the masked-video latent and the mask (batch 1 or B_c, repeated
-    to fill B, e.g. for classifier-free guidance). ``config`` is the denoiser's, so samplers see C channels."""
-
-    def __init__(self, model: nn.Module, masked_latents: torch.Tensor, mask: torch.Tensor):
-        super().__init__()
-        self.model = model
-        self.register_buffer("masked_latents", masked_latents, persistent=False)
-        self.register_buffer("mask", mask, persistent=False)
-
-    @property
-    def config(self):
-        return self.model.config
-
-    @property
-    def base(self):
-        return getattr(self.model, "base", self.model)
-
-    def forward(self, hidden_states: torch.Tensor, timestep, encoder_hidden_states: torch.Tensor,
-                encoder_attention_mask: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
-                **kwargs) -> torch.Tensor:
-        b = hidden_states.shape[0]
-        conds = []
-        for cond in (self.masked_latents, self.mask):
-            if cond.shape[2:] != hidden_states.shape[2:] or b % cond.shape[0]:
-                raise ValueError(f"condition {tuple(cond.shape)} does not fit the latent {tuple(hidden_states.shape)}")
-            conds.append(cond.to(hidden_states).repeat(b // cond.shape[0], 1, 1, 1, 1))
-        x = torch.cat([hidden_states] + conds, dim=1)
-        return self.model(x, timestep, encoder_hidden_states, encoder_attention_mask, attention_mask, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- structure control
@@ -228,17 +195,123 @@ def read_control(path: str, kind: str, num_frames: int, height: int, width: int,
     return make_control(kind, source, **options), mask
 
 
-def attach_controller(model: nn.Module, controller: StructureController, control: torch.Tensor,
-                      frame_mask: Optional[torch.Tensor] = None, strength: float = 1.0) -> ControlledDenoiser:
-    """``ControlledDenoiser(model, controller)`` with ``control`` (3, T, H, W) and the video-frame mask (T,) stored;
-    the controller follows the model's device and dtype."""
-    param = next(model.parameters())
-    controller = controller.to(param.device, param.dtype).eval()
-    wrapped = ControlledDenoiser(model, controller, strength)
-    latent_mask = None if frame_mask is None else latent_frame_mask(frame_mask, controller.config.temporal_compression)
-    wrapped.set_control(control[None].to(param.device, param.dtype),
-                        None if latent_mask is None else latent_mask.to(param.device))
-    return wrapped
+# ---------------------------------------------------------------------------------------------- pipelines
+def _as_clips(pipe: OpenSoraPipeline, image, video, height: int, width: int) -> Tuple[List[torch.Tensor], bool]:
+    """Condition clips (3, t, H, W) in [-1, 1] from ``image`` (one or a list: PIL images, arrays or tensors
+    (3, H, W) / (3, 1, H, W) in [-1, 1]) or ``video`` (a list of PIL frames or a tensor (3, T, H, W) in [-1, 1])."""
+    if image is not None and video is not None:
+        raise ConditionError("give image(s) or a video, not both")
+    if video is not None:
+        if isinstance(video, torch.Tensor) and video.dim() == 4:
+            clip = video
+        else:
+            clip = pipe.video_processor.preprocess_video(video, height=height, width=width)[0]
+        return [clip.float().cpu()], True
+    if image is None:
+        return [], False
+    images = image if isinstance(image, (list, tuple)) else [image]
+    clips = []
+    for img in images:
+        if isinstance(img, torch.Tensor) and img.dim() in (3, 4):
+            clip = img if img.dim() == 4 else img[:, None]
+        else:
+            clip = pipe.video_processor.preprocess(img, height=height, width=width)[0][:, None]
+        clips.append(clip.float().cpu())
+    return clips, False
+
+
+class OpenSoraImageToVideoPipeline(OpenSoraPipeline):
+    """Image/video-conditioned sampling with an :class:`~opensora.models.OpenSoraInpaint` ``transformer``.
+
+    Call arguments on top of :meth:`OpenSoraPipeline.__call__`: ``image`` (one or a list) or ``video`` (see
+    :func:`_as_clips`; at the output size), ``mask_type``, ``cond_frames`` (the module docstring),
+    ``noise_strength`` (std of noise added to the kept frames) and ``condition_generator`` (random frame choice and
+    that noise; default seed 0). :attr:`image_condition` holds the last call's :class:`ImageCondition`.
+    """
+
+    image_condition: Optional[ImageCondition] = None
+
+    def prepare_conditions(self, batch: int, num_frames: int, height: int, width: int, generator, image=None,
+                           video=None, mask_type: Optional[str] = None, cond_frames: Optional[Sequence[int]] = None,
+                           noise_strength: float = 0.0, condition_generator: Optional[torch.Generator] = None,
+                           **kwargs) -> None:
+        self._condition = None
+        if not is_inpaint(self.transformer):
+            if image is not None or video is not None or mask_type or cond_frames is not None or noise_strength:
+                raise ConditionError("image/video conditions need an image-condition model (OpenSoraInpaint)")
+            return super().prepare_conditions(batch, num_frames, height, width, generator, **kwargs)
+        clips, from_video = _as_clips(self, image, video, height, width)
+        gen = condition_generator or torch.Generator().manual_seed(0)
+        noise_gen = torch.Generator().set_state(gen.get_state())  # the frame choice and the noise: same seed
+        cond = build_image_condition(clips, from_video, num_frames, mask_type, cond_frames, gen, (height, width))
+        if tuple(cond.video.shape[-2:]) != (height, width):
+            raise ConditionError(f"condition frames are {tuple(cond.video.shape[-2:])}, the output {height}x{width}")
+        masked, mask = encode_image_condition(self.vae, cond, noise_strength, noise_gen)
+        self.image_condition = cond
+        device = self._execution_device
+        self._condition = (masked.to(device), mask.to(device))
+        super().prepare_conditions(batch, num_frames, height, width, generator, **kwargs)
+
+    def predict(self, latent_input, timestep, embeds, mask, **model_kwargs):
+        """The latent with the masked-video latent and the mask appended (channels C + C + 4)."""
+        if self._condition is not None:
+            b = latent_input.shape[0]
+            conds = [c.to(latent_input).expand(b, -1, -1, -1, -1) for c in self._condition]
+            latent_input = torch.cat([latent_input] + conds, dim=1)
+        return super().predict(latent_input, timestep, embeds, mask, **model_kwargs)
+
+
+class OpenSoraControlPipeline(OpenSoraImageToVideoPipeline):
+    """Structure control: a ``controller`` (:class:`~opensora.models.StructureController`) adds residuals to the
+    blocks of the ``transformer`` (a text-to-video or an image-condition model; image conditions as in
+    :class:`OpenSoraImageToVideoPipeline` for the latter).
+
+    Call arguments on top: ``control`` (3, T, H, W) or (B_c, 3, T, H, W) in [-1, 1], a control signal at the
+    output size (:func:`opensora.control.make_control`); ``control_frames`` (output frames controlled, default
+    all; negative from the end); ``control_strength`` (factor on the residuals, default 1).
+    """
+
+    model_cpu_offload_seq = "text_encoder->controller->transformer->vae"
+
+    def __init__(self, tokenizer, text_encoder, transformer, vae, scheduler, controller,
+                 sampling: Optional[Dict[str, Any]] = None, text_encoder_location: Optional[str] = None):
+        super().__init__(tokenizer, text_encoder, transformer, vae, scheduler, sampling, text_encoder_location)
+        controller.check_base(transformer)
+        self.register_modules(controller=controller)
+
+    def prepare_conditions(self, batch: int, num_frames: int, height: int, width: int, generator,
+                           control: Optional[torch.Tensor] = None, control_frames: Optional[Sequence[int]] = None,
+                           control_strength: float = 1.0, **kwargs) -> None:
+        self._control = None
+        if control is not None:
+            control = control if control.dim() == 5 else control[None]
+            if tuple(control.shape[2:]) != (num_frames, height, width):
+                raise ConditionError(f"control {tuple(control.shape[2:])} must be (frames, height, width) = "
+                                     f"{(num_frames, height, width)}")
+            frame_mask = None
+            if control_frames is not None:
+                frame_mask = latent_frame_mask(control_frame_mask(num_frames, control_frames),
+                                               self.controller.config.temporal_compression)
+            param = next(self.controller.parameters())
+            tokens = self.controller.encode_control(control.to(param.device, param.dtype))
+            self._control = (tokens, frame_mask, control_strength)
+        super().prepare_conditions(batch, num_frames, height, width, generator, **kwargs)
+
+    def predict(self, latent_input, timestep, embeds, mask, **model_kwargs):
+        """The denoiser with the controller's residuals for the stored control."""
+        if self._control is not None:
+            (x, grid), frame_mask, strength = self._control
+            b = latent_input.shape[0]
+            if b % x.shape[0]:
+                raise ValueError(f"control batch {x.shape[0]} does not divide the latent batch {b}")
+            x = x.to(latent_input.device).repeat(b // x.shape[0], 1, 1)
+            fm = None if frame_mask is None else frame_mask.to(latent_input.device)
+            model_kwargs["block_residuals"] = self.controller(None, timestep, fm, strength, tokens=(x, grid),
+                                                              return_dict=False)[0]
+        return super().predict(latent_input, timestep, embeds, mask, **model_kwargs)
+
+
+register_with_diffusers(OpenSoraImageToVideoPipeline, OpenSoraControlPipeline)
 
 
 # ---------------------------------------------------------------------------------------------- CLI glue
@@ -290,11 +363,12 @@ def check_condition_args(args, model_config) -> None:
         raise ConditionError(f"controller {args.controller} does not fit the model: {', '.join(wrong)}")
 
 
-def condition_model(args, transformer: nn.Module, vae, seed: int = 0) -> nn.Module:
-    """Wrap ``transformer`` with the structure controller and/or the image conditions given on the command line
-    (returns it unchanged when there are none). Reports what it set up on stderr."""
+def condition_arguments(args, inpaint: bool, seed: int = 0) -> Dict[str, Any]:
+    """The condition keyword arguments of a condition pipeline's call from the command line: the control (read,
+    turned into the control kind, written with ``--save-control``) and the image/video clips (read at the output
+    size, centre-cropped). Reports the control on stderr."""
     size, t = (args.height, args.width), args.frames
-    model = transformer
+    kwargs: Dict[str, Any] = {}
     if args.controller is not None:
         options = {}
         if args.control == "canny":
@@ -309,19 +383,18 @@ def condition_model(args, transformer: nn.Module, vae, seed: int = 0) -> nn.Modu
             save_control(tmp, control, fps=args.fps or 18.0)
             commit(tmp, args.save_control)
             print(f"{args.save_control}: {args.control} control {tuple(control.shape[1:])}", file=sys.stderr)
-        controller = StructureController.from_pretrained(args.controller)
-        model = attach_controller(model, controller, control, mask, args.control_strength)
+        kwargs.update(control=control, control_frames=args.control_frames, control_strength=args.control_strength)
         print(f"structure control: {args.control} on frames {mask.nonzero().flatten().tolist()} "
               f"(strength {args.control_strength:g})", file=sys.stderr)
-    if isinstance(transformer.config, OpenSoraInpaintConfig):
+    if inpaint:
         from wfvae.video_io import read_video
 
         paths = [args.video] if args.video else list(args.image)
         clips = [read_video(p, num_frames=t if args.video else 1, size=size, resize_mode="crop") for p in paths]
-        condition = build_image_condition(clips, bool(args.video), t, args.mask_type, args.cond_frames,
-                                          torch.Generator().manual_seed(seed), size)
-        masked, mask = encode_image_condition(vae, condition, args.noise_strength,
-                                              torch.Generator().manual_seed(seed))
-        model = InpaintConditioned(model, masked, mask)
-        print(f"image condition: {condition.mask_type.value}, kept frames {condition.indices}", file=sys.stderr)
-    return model
+        if args.video:
+            kwargs["video"] = clips[0]
+        else:
+            kwargs["image"] = clips
+        kwargs.update(mask_type=args.mask_type, cond_frames=args.cond_frames, noise_strength=args.noise_strength,
+                      condition_generator=torch.Generator().manual_seed(seed))
+    return kwargs

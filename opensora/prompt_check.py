@@ -47,10 +47,10 @@ def evaluate(pipe, prompts: Sequence[Tuple[str, str, str]], seed: int = 0, batch
     rows: List[Dict[str, Any]] = []
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
     for k, batch in enumerate(tqdm(batches, desc="prompts", unit="batch", disable=not progress)):
-        videos = pipe([p for p, _, _ in batch], generator=torch.Generator().manual_seed(seed + k), progress=False,
-                      **kwargs)
+        videos = pipe([p for p, _, _ in batch], generator=torch.Generator().manual_seed(seed + k), output_type="pt",
+                      **kwargs).frames  # (B, T, 3, H, W) in [0, 1]
         for (prompt, colour, motion), video in zip(batch, videos):
-            frames = to_uint8(video)
+            frames = to_uint8(video.permute(1, 0, 2, 3) * 2 - 1)
             got = analyse_clip(frames)
             row = {"prompt": prompt, "colour": colour, "motion": motion, "got_colour": got["colour"],
                    "got_motion": got["motion"]}
@@ -88,7 +88,7 @@ def vae_ceiling(vae, num_frames: int = 17, size: int = 96, per_triple: int = 2, 
     for colour, shape, motion in heldout_triples():
         for _ in range(per_triple):
             clip = to_tensor(render_clip(make_spec(colour, shape, motion, rng), num_frames, size))[None]
-            rec = vae.decode(vae.encode(clip.to(vae.device, vae.dtype)).mean)[0]
+            rec = vae.decode(vae.encode(clip.to(vae.device, vae.dtype)).latent_dist.mean).sample[0]
             got = analyse_clip(to_uint8(rec))
             colour_ok += got["colour"] == colour
             motion_ok += got["motion"] == motion
@@ -126,7 +126,7 @@ def caption_sensitivity(pipe, timesteps: Sequence[int] = (300, 700, 900), num_ca
         return [caption(s, np.random.default_rng([seed, i])) for i, s in enumerate(spec_list)]
 
     texts = captions_of(specs) + [c for vary in variants.values() for c in captions_of([vary(s) for s in specs])]
-    embeds, mask = pipe.encode_prompt(texts, guidance=False)
+    embeds, mask = pipe.encode_text(texts)
     latents = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(pipe.device, pipe.dtype)
     rows = len(variants) + 1
     model = pipe.transformer
@@ -134,7 +134,7 @@ def caption_sensitivity(pipe, timesteps: Sequence[int] = (300, 700, 900), num_ca
     for t in timesteps:
         timestep = torch.full((rows * num_captions,), float(t), device=pipe.device)
         pred = model(latents.repeat(rows, 1, 1, 1, 1), timestep, encoder_hidden_states=embeds.unsqueeze(1),
-                     encoder_attention_mask=mask.unsqueeze(1))[:, :shape[1]].float()
+                     encoder_attention_mask=mask.unsqueeze(1), return_dict=False)[0][:, :shape[1]].float()
         base, *varied = pred.chunk(rows)
         out[int(t)] = {name: float((v - base).pow(2).mean().sqrt()) for name, v in zip(variants, varied)}
     return out

@@ -12,13 +12,13 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures
 
 def make_tiny_vae(seed: int = 0, **overrides):
     """A small random WF-VAE (perturbed so that every tensor, norms included, matters)."""
-    from wfvae import WFVAE, WFVAEConfig
+    from wfvae import WFVAE
 
     cfg = dict(base_channels=8, latent_dim=4, encoder_energy_flow_hidden_size=8, decoder_energy_flow_hidden_size=8,
                norm_type="layernorm", t_interpolation="trilinear")
     cfg.update(overrides)
     torch.manual_seed(seed)
-    vae = WFVAE(WFVAEConfig(**cfg)).eval()
+    vae = WFVAE(**cfg).eval()
     with torch.no_grad():
         for p in vae.parameters():
             p.add_(0.02 * torch.randn_like(p))

@@ -131,14 +131,15 @@ def test_valid_edge_inputs_still_work_and_are_not_changed(vae):
     x = video(t=1, h=8, w=8)  # the smallest valid video: one frame of 8x8
     before = x.clone()
     with torch.no_grad():
-        z = vae.encode(x).mode()
+        z = vae.encode(x).latent_dist.mode()
         assert z.shape == (1, 4, 1, 1, 1)
         assert torch.equal(x, before)
-        assert vae.decode(z).shape == (1, 3, 1, 8, 8)
+        assert vae.decode(z).sample.shape == (1, 3, 1, 8, 8)
         for beyond in (video() * 1.3, video() + torch.randn(1, 3, 5, 16, 16) * 2):  # resampling overshoot,
-            assert torch.isfinite(vae.encode(beyond).mode()).all()                 # condition noise: accepted
+            assert torch.isfinite(vae.encode(beyond).latent_dist.mode()).all()     # condition noise: accepted
         y = video(t=9)
-        torch.testing.assert_close(vae.encode(y, latent_chunk=1).mode(), vae.encode(y).mode(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(vae.encode(y, latent_chunk=1).latent_dist.mode(), vae.encode(y).latent_dist.mode(),
+                                   atol=1e-5, rtol=0)
     padded, size = pad_video(video(t=2, h=10, w=9))
     assert padded.shape == (1, 3, 5, 16, 16) and size == (2, 10, 9)
     assert vae.scale_latents(torch.zeros(2, 4)).shape == (2, 4)  # (B, C) latents are fine

@@ -43,7 +43,7 @@ def test_encode_decode_round_trip_matches_model(tmp_path, capsys):
     video = read_video(CLIP, num_frames=14, size=(32, 48)).unsqueeze(0)
     padded, _ = pad_video(video)
     with torch.no_grad():
-        ref = vae.encode(padded).mean
+        ref = vae.encode(padded).latent_dist.mean
     assert z.shape == ref.shape and (z - ref).abs().max() < 1e-4  # streamed CLI == whole-video model call
     for chunk in ("1", "3"):
         path = str(tmp_path / f"dec{chunk}.mp4")

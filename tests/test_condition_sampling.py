@@ -6,14 +6,14 @@ import pytest
 import torch
 
 from conftest import DATA, make_tiny_vae
-from opensora.condition_pipeline import (ConditionError, InpaintConditioned, attach_controller, build_image_condition,
-                                         control_frame_mask, encode_image_condition, read_control)
+from opensora.condition_pipeline import (ConditionError, OpenSoraControlPipeline, OpenSoraImageToVideoPipeline,
+                                         build_image_condition, control_frame_mask, encode_image_condition,
+                                         read_control)
 from opensora.control import canny
 from opensora.masks import MaskType
 from opensora.models import OpenSoraInpaint, OpenSoraT2V, StructureController
-from opensora.pipeline import OpenSoraPipeline
+from opensora.pipeline import OpenSoraPipeline, load_text_encoder
 from opensora.schedulers import make_scheduler
-from opensora.text import TextEncoder
 from wfvae.video_io import VideoWriter, write_image
 
 
@@ -70,7 +70,8 @@ def write_video(path, video, fps=8):
 
 @pytest.fixture(scope="module")
 def text_encoder(tmp_path_factory):
-    return TextEncoder.from_pretrained(make_text_encoder_folder(tmp_path_factory.mktemp("te")), max_length=8)
+    """(tokenizer, encoder) of a tiny random T5."""
+    return load_text_encoder(make_text_encoder_folder(tmp_path_factory.mktemp("te")))
 
 
 @pytest.fixture(scope="module")
@@ -133,46 +134,53 @@ def test_encode_image_condition(vae):
     masked, mask = encode_image_condition(vae, cond)
     assert masked.shape == (1, 4, 3, 4, 4) and mask.shape == (1, 4, 3, 4, 4)
     assert (mask[:, :, 0] == 0).all() and (mask[:, :, 1:] == 1).all()
-    expected = vae.scale_latents(vae.encode(cond.video[None]).mode())  # generated frames are black (-1)
+    expected = vae.scale_latents(vae.encode(cond.video[None]).latent_dist.mode())  # generated frames are black (-1)
     assert torch.allclose(masked, expected, atol=1e-6)
     noisy, _ = encode_image_condition(vae, cond, noise_strength=0.5, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(noisy[:, :, 0], masked[:, :, 0])
 
 
-# ------------------------------------------------------------------------------------------ wrappers in the pipeline
-def run(pipe, seed=0):
+# ------------------------------------------------------------------------------------------ condition pipelines
+def make(cls, model, vae, text_encoder, **kw):
+    pipe = cls(*text_encoder, model, vae, make_scheduler(), sampling={"max_length": 8, "raw_prompt": True}, **kw)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run(pipe, seed=0, **conditions):
     return pipe("a cat", num_frames=9, height=32, width=32, num_inference_steps=2, guidance_scale=4.0,
-                generator=torch.Generator().manual_seed(seed), output_type="latents", progress=False)
+                generator=torch.Generator().manual_seed(seed), output_type="latent", **conditions).frames
 
 
 def test_fresh_inpaint_model_samples_like_t2v(vae, text_encoder):
     """from_t2v + any image condition samples exactly what the text-to-video model samples (zero projections)."""
     t2v = make_t2v()
-    expected = run(OpenSoraPipeline(t2v, vae, text_encoder, make_scheduler()))
-    masked, mask = encode_image_condition(vae, build_image_condition([clip(1)], False, 9))
-    model = InpaintConditioned(OpenSoraInpaint.from_t2v(t2v), masked, mask)
-    got = run(OpenSoraPipeline(model, vae, text_encoder, make_scheduler()))
+    expected = run(make(OpenSoraPipeline, t2v, vae, text_encoder))
+    got = run(make(OpenSoraImageToVideoPipeline, OpenSoraInpaint.from_t2v(t2v), vae, text_encoder), image=clip(1))
     assert torch.equal(got, expected)
 
 
 def test_inpaint_and_controller_in_pipeline(vae, text_encoder):
     inpaint = make_inpaint()
-    masked, mask = encode_image_condition(vae, build_image_condition([clip(9)], True, 9))
-    conditioned = run(OpenSoraPipeline(InpaintConditioned(inpaint, masked, mask), vae, text_encoder,
-                                       make_scheduler()))
-    other_mask = build_image_condition([clip(1, seed=5)], False, 9)
-    masked2, mask2 = encode_image_condition(vae, other_mask)
-    assert not torch.equal(conditioned, run(OpenSoraPipeline(InpaintConditioned(inpaint, masked2, mask2), vae,
-                                                             text_encoder, make_scheduler())))
+    i2v = make(OpenSoraImageToVideoPipeline, inpaint, vae, text_encoder)
+    video = clip(9)
+    conditioned = run(i2v, video=video)
+    assert i2v.image_condition.mask_type is MaskType.continuation
+    assert not torch.equal(conditioned, run(i2v, image=clip(1, seed=5)))
     # a fresh structure controller on top changes nothing; a trained one (random projectors) does
     controller = StructureController.for_base(inpaint, **CONTROLLER)
     control = canny(clip(9))
-    model = InpaintConditioned(attach_controller(inpaint, controller, control), masked, mask)
-    assert torch.equal(run(OpenSoraPipeline(model, vae, text_encoder, make_scheduler())), conditioned)
+    pipe = make(OpenSoraControlPipeline, inpaint, vae, text_encoder, controller=controller)
+    assert torch.equal(run(pipe, video=video, control=control), conditioned)
     with torch.no_grad():
         for p in controller.projectors.parameters():
             p.normal_(0, 0.1)
-    assert not torch.equal(run(OpenSoraPipeline(model, vae, text_encoder, make_scheduler())), conditioned)
+    assert not torch.equal(run(pipe, video=video, control=control), conditioned)
+    assert torch.equal(run(pipe, video=video), conditioned)  # no control: the base model
+    with pytest.raises(ConditionError, match="control"):
+        run(pipe, video=video, control=canny(clip(5)))
+    with pytest.raises(ConditionError, match="image-condition model"):
+        run(make(OpenSoraImageToVideoPipeline, make_t2v(), vae, text_encoder), image=clip(1))
 
 
 def test_read_control(tmp_path):

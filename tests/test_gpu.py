@@ -29,8 +29,8 @@ def reconstruct(clip, device, dtype, latent_chunk=None):
     vae = WFVAE.from_pretrained(MODEL, dtype=dtype, device=device)
     x = clip.to(device, dtype)
     with torch.no_grad():
-        z = vae.encode(x, latent_chunk=latent_chunk).mode()
-        return vae.decode(z, latent_chunk=latent_chunk).float().cpu(), z.float().cpu()
+        z = vae.encode(x, latent_chunk=latent_chunk).latent_dist.mode()
+        return vae.decode(z, latent_chunk=latent_chunk).sample.float().cpu(), z.float().cpu()
 
 
 @pytest.fixture(scope="module")

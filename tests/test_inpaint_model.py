@@ -30,7 +30,7 @@ def model():
 def call(model, io, hidden_states=None):
     with torch.no_grad():
         return model(io["video.hidden_states"] if hidden_states is None else hidden_states, io["video.timestep"],
-                     io["video.encoder_hidden_states"], io["video.encoder_attention_mask"])
+                     io["video.encoder_hidden_states"], io["video.encoder_attention_mask"]).sample
 
 
 def test_fixture_parity(model, io):
@@ -94,8 +94,8 @@ def test_from_t2v_equals_t2v_on_noisy_latent(io):
     mask = (torch.rand(2, 4, 3, 8, 8, generator=g) > 0.5).float()
     t, text, text_mask = io["video.timestep"], io["video.encoder_hidden_states"], io["video.encoder_attention_mask"]
     with torch.no_grad():
-        expected = t2v(noisy, t, text, text_mask)
-        got = inpaint(torch.cat([noisy, masked, mask], dim=1), t, text, text_mask)
+        expected = t2v(noisy, t, text, text_mask).sample
+        got = inpaint(torch.cat([noisy, masked, mask], dim=1), t, text, text_mask).sample
     assert (got - expected).abs().max().item() == 0.0
     with pytest.raises(ValueError, match="text-to-video"):
         OpenSoraInpaint.from_t2v(inpaint)
@@ -105,7 +105,7 @@ def test_gradients_reach_condition_projections(io):
     """From zero, the projections get gradients (training can open them)."""
     inpaint = OpenSoraInpaint.from_t2v(OpenSoraT2V.from_pretrained(T2V)).train()
     out = inpaint(io["video.hidden_states"], io["video.timestep"], io["video.encoder_hidden_states"],
-                  io["video.encoder_attention_mask"])
+                  io["video.encoder_attention_mask"]).sample
     out.square().mean().backward()
     assert inpaint.pos_embed_masked_hidden_states[1].weight.grad.abs().sum() > 0
     assert inpaint.pos_embed_mask[1].weight.grad.abs().sum() > 0

@@ -18,7 +18,7 @@ def test_statistics_normalise_the_latents(tmp_path):
     clips = [torch.rand(3, 5, 16, 16) * 2 - 1 for _ in range(3)]
     mean, std = latent_statistics(vae, clips)
     with torch.no_grad():
-        z = torch.cat([vae.encode(c[None]).mean for c in clips])
+        z = torch.cat([vae.encode(c[None]).latent_dist.mean for c in clips])
     assert torch.allclose(mean, z.transpose(0, 1).flatten(1).mean(1), atol=1e-5)
     assert torch.allclose(std, z.transpose(0, 1).flatten(1).std(1, unbiased=False), atol=1e-5)
     vae.save_pretrained(str(tmp_path / "vae"))

@@ -8,7 +8,7 @@ import torch
 
 from conftest import DATA, make_tiny_vae
 from opensora import cli
-from opensora.model_index import part_folder, read_index, resolve_location, sampling_defaults
+from opensora.model_index import is_diffusers_index, part_folder, read_index, resolve_location, sampling_defaults
 from opensora.pipeline import OpenSoraPipeline
 from opensora.training import DenoiserTraining, main as training_main
 from test_pipeline import make_text_encoder_folder, make_transformer
@@ -45,7 +45,7 @@ def test_parts_from_index_subfolders_and_packages(shared_model, tmp_path):
     assert resolve_location("some/folder") == "some/folder"
     with pytest.raises(FileNotFoundError, match="pip install no-such-pkg"):
         part_folder(str(tmp_path), "text_encoder", {"text_encoder": {"python_package": "no_such_pkg"}})
-    with pytest.raises(ValueError, match="path or an object"):
+    with pytest.raises(ValueError, match="a path or an object"):
         part_folder(str(tmp_path), "vae", {"vae": 3})
 
 
@@ -65,11 +65,25 @@ def test_sampling_defaults_are_type_checked(tmp_path):
 
 def test_pipeline_from_pretrained_uses_the_index(shared_model):
     pipe = OpenSoraPipeline.from_pretrained(shared_model)
-    assert pipe.text_encoder.max_length == 12
+    assert pipe.settings["max_length"] == 12 and pipe.settings["fps"] == 6.0
     assert pipe.defaults == {"num_frames": 5, "height": 32, "width": 48, "num_inference_steps": 2,
                              "guidance_scale": 3.0, "negative_prompt": ""}
-    video = pipe("a red ball", generator=torch.Generator().manual_seed(0), progress=False, **pipe.defaults)
-    assert video.shape == (1, 3, 5, 32, 48)
+    frames = pipe("a red ball", generator=torch.Generator().manual_seed(0)).frames  # the settings fill the rest
+    assert frames.shape == (1, 5, 32, 48, 3)
+    assert pipe.encode_text(["a red ball"])[0].shape == (1, 12, 16)
+
+
+def test_diffusers_index_parts_and_text_encoder_location(shared_model, tmp_path):
+    """A diffusers index: parts in subfolders, the text encoder at ``text_encoder_location`` (relative or in a
+    package); part_folder and the CLI follow it."""
+    index = {"_class_name": "OpenSoraPipeline", "vae": ["wfvae", "WFVAE"], "text_encoder": [None, None],
+             "text_encoder_location": "../text-elsewhere"}
+    assert is_diffusers_index(index) and not is_diffusers_index(read_index(shared_model))
+    assert part_folder(shared_model, "text_encoder", index) == os.path.normpath(
+        os.path.join(shared_model, "..", "text-elsewhere"))
+    assert part_folder(shared_model, "vae", index) is None  # no vae/ subfolder there
+    assert os.path.samefile(part_folder(str(tmp_path), "text_encoder", {"text_encoder_location": "package:json"}),
+                            os.path.dirname(json.__file__))
 
 
 def test_cli_takes_the_model_defaults_and_flags_win(shared_model, tmp_path, capsys):

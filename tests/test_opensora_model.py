@@ -52,7 +52,7 @@ def small_inputs(model, batch=2, frames=3, size=6, text=5, seed=0):
 @pytest.mark.parametrize("case", ["video", "image"])
 def test_fixture_parity(model, io, case):
     with torch.no_grad():
-        out = model(*inputs(io, case))
+        out = model(*inputs(io, case)).sample
     assert out.shape == io[f"{case}.output"].shape
     assert (out - io[f"{case}.output"]).abs().max().item() <= TOL
 
@@ -61,7 +61,7 @@ def test_fixture_parity_other_input_forms(model, io):
     """All-ones latent mask == None; (B, L) text mask and (B, L, D) text states are accepted."""
     x, t, text, mask = inputs(io, "video")
     with torch.no_grad():
-        out = model(x, t, text[:, 0], mask[:, 0], attention_mask=torch.ones(x.shape[0], *x.shape[2:]))
+        out = model(x, t, text[:, 0], mask[:, 0], attention_mask=torch.ones(x.shape[0], *x.shape[2:])).sample
     assert (out - io["video.output"]).abs().max().item() <= TOL
 
 
@@ -107,7 +107,7 @@ def test_save_load_round_trip(model, io, tmp_path, max_shard_size):
     loaded = OpenSoraT2V.from_pretrained(folder)
     x, t, text, mask = inputs(io, "video")
     with torch.no_grad():
-        assert torch.equal(loaded(x, t, text, mask), model(x, t, text, mask))
+        assert torch.equal(loaded(x, t, text, mask).sample, model(x, t, text, mask).sample)
 
 
 def test_resave_switches_layout(model, tmp_path):
@@ -185,7 +185,7 @@ def test_other_configurations(fields, batch, frames, size):
     model = small_model(**fields)
     x, t, text, mask = small_inputs(model, batch, frames, size)
     with torch.no_grad():
-        out = model(x, t, text, mask)
+        out = model(x, t, text, mask).sample
     assert out.shape == (batch, model.config.output_channels, frames, size, size)
     assert torch.isfinite(out).all()
 
@@ -195,7 +195,7 @@ def test_odd_token_counts_every_ratio():
         model = small_model(sparse_n=ratio, num_layers=4, dense_blocks=())
         x, t, text, mask = small_inputs(model, 2, 1, 14)  # 49 tokens
         with torch.no_grad():
-            assert torch.isfinite(model(x, t, text, mask)).all()
+            assert torch.isfinite(model(x, t, text, mask).sample).all()
 
 
 def test_latent_mask_hides_padded_frames():
@@ -206,8 +206,8 @@ def test_latent_mask_hides_padded_frames():
     latent_mask = torch.ones(2, 5, 6, 6)
     latent_mask[:, 3:] = 0
     with torch.no_grad():
-        ref = model(x, t, text, mask)
-        out = model(padded, t, text, mask, attention_mask=latent_mask)[:, :, :3]
+        ref = model(x, t, text, mask).sample
+        out = model(padded, t, text, mask, attention_mask=latent_mask).sample[:, :, :3]
     assert (out - ref).abs().max() < 1e-5
 
 
@@ -216,8 +216,8 @@ def test_bf16_close_to_fp32(io):
     bf16 = OpenSoraT2V.from_pretrained(TINY, dtype=torch.bfloat16)
     x, t, text, mask = inputs(io, "video")
     with torch.no_grad():
-        ref = fp32(x, t, text, mask)
-        out = bf16(x.bfloat16(), t, text.bfloat16(), mask)
+        ref = fp32(x, t, text, mask).sample
+        out = bf16(x.bfloat16(), t, text.bfloat16(), mask).sample
     assert out.dtype == torch.bfloat16
     assert ((out.float() - ref).norm() / ref.norm()).item() <= 2e-2
 
@@ -227,7 +227,7 @@ def test_gradients_flow(checkpointing):
     model = small_model(num_layers=5, sparse_n=2).train()
     model.enable_gradient_checkpointing(checkpointing)
     x, t, text, mask = small_inputs(model, 2, 3, 6)
-    model(x, t, text, mask).square().mean().backward()
+    model(x, t, text, mask).sample.square().mean().backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, name
@@ -239,7 +239,7 @@ def test_checkpointing_gives_same_gradients():
         model = small_model(num_layers=4).train()
         model.enable_gradient_checkpointing(checkpointing)
         x, t, text, mask = small_inputs(model)
-        model(x, t, text, mask).square().mean().backward()
+        model(x, t, text, mask).sample.square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
@@ -257,7 +257,7 @@ def test_xformers_backend_matches_sdpa(model, io):  # pragma: no cover - needs x
     model.set_attention_backend(xformers_attention)
     try:
         with torch.no_grad():
-            out = model(x, t, text, mask)
+            out = model(x, t, text, mask).sample
     finally:
         model.set_attention_backend(sdpa_attention)
     assert (out - io["video.output"]).abs().max() < 1e-4
@@ -272,17 +272,17 @@ def test_pooled_text_starts_as_the_plain_model_and_round_trips(tmp_path):
     assert not unexpected and missing and all(k.startswith("pooled_caption.") for k in missing)
     x, t, text, mask = small_inputs(plain)
     with torch.no_grad():
-        torch.testing.assert_close(pooled(x, t, text, mask), plain(x, t, text, mask))
+        torch.testing.assert_close(pooled(x, t, text, mask).sample, plain(x, t, text, mask).sample)
         torch.nn.init.normal_(pooled.pooled_caption.linear_2.weight, std=0.5)
-        changed = pooled(x, t, text, mask)
-    assert (changed - plain(x, t, text, mask)).abs().max() > 1e-3
+        changed = pooled(x, t, text, mask).sample
+    assert (changed - plain(x, t, text, mask).sample).abs().max() > 1e-3
     pooled.save_pretrained(str(tmp_path / "m"))
     with open(tmp_path / "m" / "config.json") as fh:
         assert json.load(fh)["pooled_text"] is True
     assert "pooled_text" not in plain.config.to_dict()  # published keys only when off
     again = OpenSoraT2V.from_pretrained(str(tmp_path / "m"))
     with torch.no_grad():
-        torch.testing.assert_close(again(x, t, text, mask), changed)
+        torch.testing.assert_close(again(x, t, text, mask).sample, changed)
 
 
 def test_pooled_text_ignores_padded_tokens():
@@ -292,6 +292,6 @@ def test_pooled_text_ignores_padded_tokens():
     edited = text.clone()
     edited[0, :, -1] += 5.0  # a padded token of sample 0 (mask 0 there)
     with torch.no_grad():
-        torch.testing.assert_close(model(x, t, edited, mask)[0], model(x, t, text, mask)[0])
+        torch.testing.assert_close(model(x, t, edited, mask).sample[0], model(x, t, text, mask).sample[0])
         edited[0, :, 0] += 5.0  # a real token
-        assert (model(x, t, edited, mask)[0] - model(x, t, text, mask)[0]).abs().max() > 1e-4
+        assert (model(x, t, edited, mask).sample[0] - model(x, t, text, mask).sample[0]).abs().max() > 1e-4

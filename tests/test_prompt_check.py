@@ -14,7 +14,7 @@ class RenderingPipe:
     def __init__(self, pick):
         self.pick, self.calls, self.defaults = pick, [], {"num_frames": 9, "height": 48, "width": 48}
 
-    def __call__(self, prompts, generator=None, progress=False, **kwargs):
+    def __call__(self, prompts, generator=None, output_type="np", **kwargs):
         self.calls.append(kwargs)
         rng = np.random.default_rng(0)
         clips = []
@@ -22,7 +22,9 @@ class RenderingPipe:
             colour, motion = self.pick(prompt)
             spec = make_spec(colour, "circle", motion, rng)
             clips.append(to_tensor(render_clip(spec, kwargs["num_frames"], kwargs["height"])))
-        return torch.stack(clips)
+        assert output_type == "pt"
+        frames = (torch.stack(clips).permute(0, 2, 1, 3, 4) + 1) / 2  # (B, T, 3, H, W) in [0, 1], as the pipeline
+        return type("Output", (), {"frames": frames})()
 
 
 def test_a_faithful_model_scores_100_and_a_stubborn_one_does_not():
@@ -63,10 +65,10 @@ def test_vae_ceiling_runs_the_checker_on_reconstructions():
         device, dtype = torch.device("cpu"), torch.float32
 
         def encode(self, x):
-            return type("P", (), {"mean": x})()
+            return type("E", (), {"latent_dist": type("P", (), {"mean": x})()})()
 
         def decode(self, z):
-            return z
+            return type("D", (), {"sample": z})()
 
     assert vae_ceiling(Identity(), 9, 48, per_triple=1)["accuracy"] == 1.0
     random_vae = vae_ceiling(make_tiny_vae().eval(), 5, 32, per_triple=1)  # a random VAE loses the object
@@ -93,15 +95,14 @@ class BagOfWordsPipe:
             super().__init__()
             self.weight = weight
 
-        def forward(self, x, t, encoder_hidden_states, encoder_attention_mask):
+        def forward(self, x, t, encoder_hidden_states, encoder_attention_mask, return_dict=True):
             words = encoder_hidden_states[:, 0].sum(1)                                   # (B, V)
-            return x + (words @ self.weight.T)[:, :, None, None, None] * (1 + t[:, None, None, None, None] / 1000)
+            return (x + (words @ self.weight.T)[:, :, None, None, None] * (1 + t[:, None, None, None, None] / 1000),)
 
     def latent_shape(self, batch, num_frames, height, width):
         return batch, 4, 1 + (num_frames - 1) // 4, height // 8, width // 8
 
-    def encode_prompt(self, texts, guidance=True):
-        assert not guidance
+    def encode_text(self, texts):
         rows = [[self.vocab.index(w) for w in text.split() if w in self.vocab] for text in texts]
         length = max(len(r) for r in rows)
         embeds, mask = torch.zeros(len(texts), length, len(self.vocab)), torch.zeros(len(texts), length)

@@ -50,10 +50,10 @@ def test_fresh_controller_leaves_base_unchanged():
     model = ControlledDenoiser(base, StructureController.for_base(base, **SMALL)).eval()
     x, t, text, mask = inputs()
     with torch.no_grad():
-        expected = base(x, t, text, mask)
-        assert torch.equal(model(x, t, text, mask, control=control_video()), expected)
-        assert torch.equal(model(x, t, text, mask), expected)  # no control at all
-        assert torch.equal(base(x, t, text, mask, block_residuals=[None] * 4), expected)
+        expected = base(x, t, text, mask).sample
+        assert torch.equal(model(x, t, text, mask, control=control_video()).sample, expected)
+        assert torch.equal(model(x, t, text, mask).sample, expected)  # no control at all
+        assert torch.equal(base(x, t, text, mask, block_residuals=[None] * 4).sample, expected)
 
 
 def test_fresh_controller_leaves_inpaint_release_model_unchanged():
@@ -67,7 +67,7 @@ def test_fresh_controller_leaves_inpaint_release_model_unchanged():
     model = ControlledDenoiser(base, controller).eval()
     with torch.no_grad():
         out = model(io["video.hidden_states"], io["video.timestep"], io["video.encoder_hidden_states"],
-                    io["video.encoder_attention_mask"], control=control_video(frames=9, size=64))
+                    io["video.encoder_attention_mask"], control=control_video(frames=9, size=64)).sample
     assert (out - io["video.output"]).abs().max().item() <= 1e-5
 
 
@@ -79,11 +79,11 @@ def test_residuals_change_base_and_strength_scales_them():
     x, t, text, mask = inputs()
     c = control_video()
     with torch.no_grad():
-        expected = base(x, t, text, mask)
-        assert (model(x, t, text, mask, control=c) - expected).abs().max() > 1e-3
-        assert torch.equal(model(x, t, text, mask, control=c, control_strength=0.0), expected)
-        full = controller(c, t[:1], None, 1.0)
-        half = controller(c, t[:1], None, 0.5)
+        expected = base(x, t, text, mask).sample
+        assert (model(x, t, text, mask, control=c).sample - expected).abs().max() > 1e-3
+        assert torch.equal(model(x, t, text, mask, control=c, control_strength=0.0).sample, expected)
+        full = controller(c, t[:1], None, 1.0).block_residuals
+        half = controller(c, t[:1], None, 0.5).block_residuals
     for a, b in zip(full, half):
         assert torch.allclose(a * 0.5, b, atol=1e-6)
 
@@ -96,11 +96,11 @@ def test_stored_control_equals_passed_control_and_cfg_batch():
     x, t, text, mask = inputs()
     c = control_video()
     with torch.no_grad():
-        direct = model(x, t, text, mask, control=c.expand(2, -1, -1, -1, -1), control_strength=0.7)
+        direct = model(x, t, text, mask, control=c.expand(2, -1, -1, -1, -1), control_strength=0.7).sample
         model.set_control(c, control_strength=0.7)  # batch 1 repeated over the latent batch of 2
-        stored = model(x, t, text, mask)
+        stored = model(x, t, text, mask).sample
         model.set_control(None)
-        assert torch.equal(model(x, t, text, mask), base(x, t, text, mask))
+        assert torch.equal(model(x, t, text, mask).sample, base(x, t, text, mask).sample)
     assert torch.allclose(direct, stored, atol=1e-6)
 
 
@@ -112,7 +112,7 @@ def test_frame_mask_zeroes_residuals_of_free_frames():
     assert controller.config.injected_blocks() == (0, 2) and len(controller.projectors) == 2
     c = control_video()  # 9 frames -> 3 latent frames, 32x32 -> 4x4 latent -> 2x2 tokens per frame
     with torch.no_grad():
-        res = controller(c, torch.tensor([5.0]), torch.tensor([1.0, 0.0, 1.0]))
+        res = controller(c, torch.tensor([5.0]), torch.tensor([1.0, 0.0, 1.0])).block_residuals
     assert res[1] is None and res[3] is None
     for r in (res[0], res[2]):
         assert r.shape == (1, 12, 24)
@@ -170,7 +170,7 @@ def test_init_from_base_and_config_checks():
     plain = StructureController.for_base(base, init_from_base=False, timestep_conditioning=False, **SMALL)
     assert plain.adaln_single is None
     with torch.no_grad():
-        assert len(plain(control_video())) == 4  # no timestep needed
+        assert len(plain(control_video()).block_residuals) == 4  # no timestep needed
     with pytest.raises(ValueError, match="projector"):
         StructureControllerConfig(projector="conv")
     with pytest.raises(ValueError, match="downsampler_channels"):
@@ -188,7 +188,7 @@ def test_save_load_roundtrip(tmp_path):
     assert again.config == controller.config
     c, t = control_video(), torch.tensor([3.0])
     with torch.no_grad():
-        for a, b in zip(controller(c, t), again(c, t)):
+        for a, b in zip(controller(c, t).block_residuals, again(c, t).block_residuals):
             assert torch.allclose(a, b, atol=1e-6, rtol=0)
     with pytest.raises(FileNotFoundError):
         StructureController.from_pretrained(str(tmp_path / "missing"))

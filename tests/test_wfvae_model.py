@@ -18,8 +18,8 @@ TOL = 1e-5
 
 def _check_parity(vae, io):
     with torch.no_grad():
-        post = vae.encode(io["video"])
-        rec = vae.decode(io["latent_mean"])
+        post = vae.encode(io["video"]).latent_dist
+        rec = vae.decode(io["latent_mean"]).sample
     assert (post.mean - io["latent_mean"]).abs().max() <= TOL
     assert (post.logvar - io["latent_logvar"]).abs().max() <= TOL
     assert (rec - io["reconstruction"]).abs().max() <= TOL
@@ -95,7 +95,8 @@ def test_save_pretrained_round_trip_writes_release_layout(tmp_path, tiny_vae):
     loaded = WFVAE.from_pretrained(str(tmp_path / "m"))
     x = torch.rand(1, 3, 5, 16, 16) * 2 - 1
     with torch.no_grad():
-        assert torch.equal(loaded.decode(loaded.encode(x).mean), tiny_vae.decode(tiny_vae.encode(x).mean))
+        assert torch.equal(loaded.decode(loaded.encode(x).latent_dist.mean).sample,
+                           tiny_vae.decode(tiny_vae.encode(x).latent_dist.mean).sample)
     assert not [p for p in os.listdir(tmp_path / "m") if p.endswith(".tmp")]
 
 
@@ -115,12 +116,12 @@ def test_chunked_equals_whole(tiny_vae, frames):
     torch.manual_seed(frames)
     x = torch.rand(1, 3, frames, 16, 24) * 2 - 1
     with torch.no_grad():
-        whole = tiny_vae.encode(x)
-        rec = tiny_vae.decode(whole.mean)
+        whole = tiny_vae.encode(x).latent_dist
+        rec = tiny_vae.decode(whole.mean).sample
         assert rec.shape == x.shape
         for k in (1, 2, 3, 4, 7, 16):
-            assert (tiny_vae.encode(x, latent_chunk=k).mean - whole.mean).abs().max() <= TOL, k
-            assert (tiny_vae.decode(whole.mean, latent_chunk=k) - rec).abs().max() <= TOL, k
+            assert (tiny_vae.encode(x, latent_chunk=k).latent_dist.mean - whole.mean).abs().max() <= TOL, k
+            assert (tiny_vae.decode(whole.mean, latent_chunk=k).sample - rec).abs().max() <= TOL, k
 
 
 @pytest.mark.parametrize("overrides", [
@@ -134,13 +135,13 @@ def test_other_architectures_chunk_exactly(overrides):
     f = vae.temporal_compression
     x = torch.rand(2, 3, 1 + 5 * f, 16, 16) * 2 - 1
     with torch.no_grad():
-        whole = vae.encode(x)
+        whole = vae.encode(x).latent_dist
         assert whole.mean.shape == (2, 4, 6, 2, 2)
-        rec = vae.decode(whole.mean)
+        rec = vae.decode(whole.mean).sample
         assert rec.shape == x.shape
         for k in (1, 2, 4):
-            assert (vae.encode(x, latent_chunk=k).mean - whole.mean).abs().max() <= TOL
-            assert (vae.decode(whole.mean, latent_chunk=k) - rec).abs().max() <= TOL
+            assert (vae.encode(x, latent_chunk=k).latent_dist.mean - whole.mean).abs().max() <= TOL
+            assert (vae.decode(whole.mean, latent_chunk=k).sample - rec).abs().max() <= TOL
 
 
 def test_decoder_state_does_not_grow_with_length(tiny_vae):
@@ -158,11 +159,11 @@ def test_decoder_state_does_not_grow_with_length(tiny_vae):
 def test_stream_api_any_chunking(tiny_vae):
     x = torch.rand(1, 3, 21, 16, 16) * 2 - 1
     with torch.no_grad():
-        whole = tiny_vae.encode(x)
+        whole = tiny_vae.encode(x).latent_dist
         enc = list(tiny_vae.encode_stream([x[:, :, :9], x[:, :, 9:13], x[:, :, 13:21]]))
         assert (torch.cat(enc, dim=2)[:, :4] - whole.mean).abs().max() <= TOL
         dec = list(tiny_vae.decode_stream([whole.mean[:, :, :1], whole.mean[:, :, 1:4], whole.mean[:, :, 4:]]))
-        assert (torch.cat(dec, dim=2) - tiny_vae.decode(whole.mean)).abs().max() <= TOL
+        assert (torch.cat(dec, dim=2) - tiny_vae.decode(whole.mean).sample).abs().max() <= TOL
         with pytest.raises(ValueError, match="first chunk"):
             list(tiny_vae.encode_stream([x[:, :, :4]]))
 
@@ -171,15 +172,16 @@ def test_tiling_single_tile_exact_and_combines_with_chunks(tiny_vae):
     torch.manual_seed(0)
     x = torch.rand(1, 3, 9, 64, 96) * 2 - 1
     with torch.no_grad():
-        ref = tiny_vae.encode(x).mean
-        assert torch.equal(tiny_vae.encode(x, tile=96).mean, ref)
-        rec = tiny_vae.decode(ref)
-        tiled = tiny_vae.decode(ref, tile=32, tile_overlap=16)
+        ref = tiny_vae.encode(x).latent_dist.mean
+        assert torch.equal(tiny_vae.encode(x, tile=96).latent_dist.mean, ref)
+        rec = tiny_vae.decode(ref).sample
+        tiled = tiny_vae.decode(ref, tile=32, tile_overlap=16).sample
         assert tiled.shape == rec.shape
-        assert (tiny_vae.decode(ref, tile=32, tile_overlap=16, latent_chunk=1) - tiled).abs().max() <= TOL
-        enc_tiled = tiny_vae.encode(x, tile=32, tile_overlap=16).mean
+        assert (tiny_vae.decode(ref, tile=32, tile_overlap=16, latent_chunk=1).sample - tiled).abs().max() <= TOL
+        enc_tiled = tiny_vae.encode(x, tile=32, tile_overlap=16).latent_dist.mean
         assert enc_tiled.shape == ref.shape
-        assert (tiny_vae.encode(x, tile=32, tile_overlap=16, latent_chunk=1).mean - enc_tiled).abs().max() <= TOL
+        enc_tiled_chunked = tiny_vae.encode(x, tile=32, tile_overlap=16, latent_chunk=1).latent_dist.mean
+        assert (enc_tiled_chunked - enc_tiled).abs().max() <= TOL
 
 
 @pytest.mark.parametrize("overlap", [8, 16, 24])
@@ -217,13 +219,13 @@ def test_bad_inputs(tiny_vae):
     with pytest.raises(ValueError, match="multiples of 8"):
         tiny_vae.decode(torch.zeros(1, 4, 2, 4, 4), tile=20)
     with pytest.raises(ValueError, match="norm_type"):
-        WFVAE(WFVAEConfig(norm_type="batchnorm"))
+        WFVAE(norm_type="batchnorm")
     with pytest.raises(ValueError, match="unknown WF-VAE config keys: bogus"):
         WFVAEConfig.from_dict({"bogus": 1})
 
 
 def test_posterior_sampling_is_seeded(tiny_vae):
-    post = tiny_vae.encode(torch.zeros(1, 3, 5, 16, 16))
+    post = tiny_vae.encode(torch.zeros(1, 3, 5, 16, 16)).latent_dist
     a = post.sample(generator=torch.Generator().manual_seed(1))
     b = post.sample(generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.equal(a, post.mode())
@@ -234,6 +236,6 @@ def test_bf16_close_to_fp32():
     vae = WFVAE.from_pretrained(TINY)
     io = load_file(os.path.join(TINY, "io.safetensors"))
     with torch.no_grad():
-        ref = vae.decode(io["latent_mean"])
-        low = vae.to(torch.bfloat16).decode(io["latent_mean"].bfloat16()).float()
+        ref = vae.decode(io["latent_mean"]).sample
+        low = vae.to(torch.bfloat16).decode(io["latent_mean"].bfloat16()).sample.float()
     assert (low - ref).norm() / ref.norm() <= 2e-2

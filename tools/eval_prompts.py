@@ -66,7 +66,7 @@ def _main(argv) -> int:
 
     start = time.time()
     try:
-        pipe = OpenSoraPipeline.from_pretrained(args.model, device=device)
+        pipe = OpenSoraPipeline.from_pretrained(args.model).to(device)
     except (FileNotFoundError, ValueError, OSError) as exc:
         raise UsageError(f"cannot load {args.model}: {str(exc).splitlines()[0]}") from None
     extra = {}
