@@ -321,7 +321,9 @@ class OpenSoraPipeline(DiffusionPipeline):
                 model_input = torch.cat([latents, latents]) if guided else latents
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 timestep = t.to(device, torch.float32).reshape(1).expand(model_input.shape[0])
-                pred = self.predict(model_input, timestep, embeds, mask)[:, :in_ch].float()
+                # one context for the batched [uncond, cond] call: diffusers' step caches key their state by it
+                with self.transformer.cache_context("guided" if guided else "cond"):
+                    pred = self.predict(model_input, timestep, embeds, mask)[:, :in_ch].float()
                 if guided:
                     uncond, cond = pred.chunk(2)
                     pred = uncond + self.guidance_scale * (cond - uncond)

@@ -101,3 +101,18 @@ def test_control_pipeline_round_trip(text_parts, tmp_path):
                 generator=_gen(), output_type="latent", **SMALL).frames
     full = pipe("a cat", image=clip(1), control=control, generator=_gen(), output_type="latent", **SMALL).frames
     assert not torch.equal(plain, full) and not torch.equal(half, full)
+
+
+def test_step_cache_through_the_pipeline():
+    """diffusers' first-block cache needs the pipeline to open a cache context around each denoiser call."""
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    pipe = DiffusionPipeline.from_pretrained(T2V)
+    pipe.set_progress_bar_config(disable=True)
+    plain = pipe("a red ball", generator=_gen(), output_type="latent", **SMALL).frames
+    pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.0))  # 0: never skips, so exact
+    try:
+        cached = pipe("a red ball", generator=_gen(), output_type="latent", **SMALL).frames
+    finally:
+        pipe.transformer.disable_cache()
+    assert torch.equal(cached, plain)
