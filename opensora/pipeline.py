@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from diffusers import DiffusionPipeline
 from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+from diffusers.loaders import CogVideoXLoraLoaderMixin
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from diffusers.video_processor import VideoProcessor
@@ -91,7 +92,14 @@ def load_text_encoder(folder: str, dtype: Optional[torch.dtype] = None):
     return wrapper.tokenizer, wrapper.model
 
 
-class OpenSoraPipeline(DiffusionPipeline):
+class OpenSoraLoraLoaderMixin(CogVideoXLoraLoaderMixin):
+    """diffusers' LoRA loading for a pipeline whose only LoRA-able part is ``transformer``: ``load_lora_weights``,
+    ``save_lora_weights``, ``set_adapters``, ``fuse_lora``, ``unload_lora_weights``. The files are diffusers'
+    layout (``transformer.``-prefixed PEFT keys), which ``python -m opensora.training export --lora`` writes.
+    (The CogVideoX loader does exactly this and nothing model-specific; it is reused, not copied.)"""
+
+
+class OpenSoraPipeline(DiffusionPipeline, OpenSoraLoraLoaderMixin):
     """Text-to-video sampler (see the module docstring).
 
     Args:
