@@ -26,12 +26,9 @@ import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch
 
-import torch  # noqa: E402
-
-from opcount import count_ops, graph_breaks  # noqa: E402
+from opcount import count_ops, graph_breaks
 
 MB = 1024 ** 2
 

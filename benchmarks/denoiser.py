@@ -11,13 +11,8 @@ Random weights; forward at batch 2 (one CFG pair), training at batch 1; text of 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import add_timing_args, fast_math, header, measure, run_child_case, run_in_subprocess  # noqa: E402
+from common import add_timing_args, fast_math, header, measure, run_child_case, run_in_subprocess
 
 GPU_LATENTS = ["24x44x80", "24x60x80"]
 PUBLISHED_H100 = {  # published implementation, one H100, bf16 (issue reference)

@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from common import add_timing_args, fast_math, header, measure, run_child_case, run_in_subprocess  # noqa: E402
+from common import add_timing_args, fast_math, header, measure, run_child_case, run_in_subprocess
 
 GPU_CASES = [  # (op, shape, dtype, latent_chunk)
     ("encode", "33x256x256", "bfloat16", None), ("decode", "33x256x256", "bfloat16", None),

@@ -41,6 +41,7 @@ from wfvae.training import lr_multiplier
 from .control import make_control
 from .models import OpenSoraT2V, OpenSoraT2VConfig, StructureController, StructureControllerConfig
 from .models.inpaint import OpenSoraInpaint, load_denoiser
+from .objectives import v_prediction
 
 FROZEN_PREFIXES = ("base.", "vae.")
 
@@ -190,8 +191,7 @@ class StructureControllerTraining(L.LightningModule):
         text, text_mask = self.captions_of(batch, b)
         timesteps = torch.randint(0, self.scheduler.config.num_train_timesteps, (b,), device=self.device)
         noise = torch.randn_like(latents)
-        noisy = self.scheduler.add_noise(latents, noise, timesteps)
-        target = self.scheduler.get_velocity(latents, noise, timesteps)
+        noisy, target, _ = v_prediction(self.scheduler.alphas_cumprod, latents, noise, timesteps)
         t = timesteps.float()
         residuals = self.controller(control, t, self.frame_mask(b, latents.shape[2])).block_residuals
         pred = self.base(noisy.to(self.base.dtype), t, text, text_mask, block_residuals=residuals).sample

@@ -46,13 +46,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from wfvae.data_checks import (DataSourceError, NoValidationWarning, UnreadableFileWarning, all_unreadable_error,
                                every_file_failed, first_readable, missing_source, read_json_list)
 from wfvae.resume import ResumableBatchSampler, ResumableLoader, split_index
-from wfvae.video_io import IMAGE_EXTENSIONS, VideoReader, VideoReadError
+from wfvae.video_io import IMAGE_EXTENSIONS, VideoReader, VideoReadError, resize_frames
 
 from .buckets import BucketBatchSampler, aspect_ok, min_max_token_shape, valid_frames
 from .masks import RELEASE_IMAGE_MIX, RELEASE_VIDEO_MIX, frame_mask, pixel_mask, sample_mask_type
@@ -104,14 +103,9 @@ def load_entries(data: Union[str, Sequence[str]], min_aesthetic: Optional[float]
 
 
 def cover_resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(3, T, H, W) -> (3, T, height, width): scaled to cover the target (aspect kept), centre-cropped."""
-    _, _, h, w = video.shape
-    scale = max(height / h, width / w)
-    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
-    frames = F.interpolate(video.transpose(0, 1), size=(nh, nw), mode="bilinear", antialias=True,
-                           align_corners=False).transpose(0, 1)
-    top, left = (nh - height) // 2, (nw - width) // 2
-    return frames[..., top:top + height, left:left + width].contiguous()
+    """(3, T, H, W) -> (3, T, height, width): scaled to cover the target (aspect kept), centre-cropped
+    (:func:`wfvae.video_io.resize_frames`)."""
+    return resize_frames(video.transpose(0, 1), (height, width), "crop").transpose(0, 1).contiguous()
 
 
 def _captions(cap: Union[str, Sequence[str], None]) -> List[str]:

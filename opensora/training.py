@@ -48,6 +48,7 @@ from .models import OpenSoraInpaint, OpenSoraInpaintConfig, OpenSoraT2V, OpenSor
 from .model_index import resolve_location
 from .models.diffusers_glue import LORA_TARGETS, lora_config, save_lora_weights
 from .models.inpaint import load_denoiser, read_denoiser_config
+from .objectives import v_prediction
 
 FROZEN_PREFIXES = ("vae.",)
 
@@ -330,10 +331,8 @@ class DenoiserTraining(L.LightningModule):
         noise = torch.randn_like(latents)
         if self.hparams.objective == "v":
             steps = times.long().clamp(0, 999)
-            acp = self.alphas_cumprod.to(latents.device)[steps].view(b, 1, 1, 1, 1)
-            noisy = acp.sqrt() * latents + (1 - acp).sqrt() * noise
-            target = acp.sqrt() * noise - (1 - acp).sqrt() * latents
-            snr = acp.view(b) / (1 - acp.view(b)).clamp(min=1e-12)
+            noisy, target, acp = v_prediction(self.alphas_cumprod, latents, noise, steps)
+            snr = acp / (1 - acp).clamp(min=1e-12)
             weight = min_snr_weight(snr, self.hparams.snr_gamma)
             model_t = steps.float()
         else:

@@ -12,9 +12,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from wfvae.cli_support import ErrorParser, Outputs, UsageError, check_finite_number, commit, run_cli, temp_path  # noqa: E402
+from wfvae.cli_support import ErrorParser, Outputs, UsageError, check_finite_number, commit, run_cli, temp_path
 
 
 def build_parser() -> ErrorParser:

@@ -8,9 +8,7 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from wfvae.cli_support import ErrorParser, Outputs, UsageError, check_finite_number, parse_device, run_cli  # noqa: E402
+from wfvae.cli_support import ErrorParser, Outputs, UsageError, check_finite_number, parse_device, run_cli
 
 
 def main(argv=None) -> int:

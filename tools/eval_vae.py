@@ -14,7 +14,6 @@ exit code 2 (``wfvae.cli_support.run_cli``); on a terminal, a progress bar count
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def main(argv=None) -> int:

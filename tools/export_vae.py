@@ -8,7 +8,6 @@ as its last step). A non-empty OUT_DIR needs ``--overwrite``. Bad input: one ``e
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
 def main(argv=None) -> int:

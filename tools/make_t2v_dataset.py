@@ -21,9 +21,7 @@ from __future__ import annotations
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from wfvae.cli_support import ErrorParser, Outputs, UsageError, check_finite_number, run_cli  # noqa: E402
+from wfvae.cli_support import ErrorParser, Outputs, UsageError, check_finite_number, run_cli
 
 OUTPUT_FILES = ("train.json", "eval_prompts.txt", "eval_prompts.json")
 

@@ -35,9 +35,7 @@ if TYPE_CHECKING:  # annotations only: torch loads when a clip is made, not for 
     import PIL.Image
     import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from wfvae.cli_support import ErrorParser, UsageError, run_cli  # noqa: E402
+from wfvae.cli_support import ErrorParser, UsageError, run_cli
 
 DATA_EXTRA = "install the data tools with pip install -e '.[data]'"
 

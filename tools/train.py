@@ -29,9 +29,6 @@ which takes seconds.
 import os
 import sys
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-sys.path.insert(0, REPO)
-
 HELP_FLAGS = ("-h", "--help")
 HELP_DISTRIBUTIONS = ("lightning", "jsonargparse", "torch", "omegaconf", "docstring-parser", "typeshed-client")
 OOM_HINT = "lower data.init_args.batch_size, the clip size (num_frames, crop_size) or use a larger device"
@@ -55,15 +52,17 @@ def help_cache_file(argv):
             parts.append(f"{dist}={metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             parts.append(f"{dist}=-")
+    from importlib.util import find_spec
+
     sources = [os.path.abspath(__file__)]
-    for package in ("wfvae", "opensora"):
-        for root, dirs, files in os.walk(os.path.join(REPO, package)):
+    for package in ("wfvae", "opensora"):  # the installed packages' sources (found without importing them)
+        for root, dirs, files in os.walk(list(find_spec(package).submodule_search_locations)[0]):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             sources += [os.path.join(root, f) for f in sorted(files) if f.endswith(".py")]
     sources += [a.split("=", 1)[-1] for a in argv if os.path.isfile(a.split("=", 1)[-1])]
     for path in sources:
         st = os.stat(path)
-        parts.append(f"{os.path.relpath(path, REPO)}:{st.st_mtime_ns}:{st.st_size}")
+        parts.append(f"{os.path.abspath(path)}:{st.st_mtime_ns}:{st.st_size}")
     key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "wfvae-opensora", "help", f"train-{key}.txt")

@@ -388,6 +388,22 @@ def _matches(value, hint) -> bool:
     return True
 
 
+def config_from_dict(cls, values: Mapping[str, Any], label: Optional[str] = None):
+    """An instance of the config dataclass ``cls`` from a ``config.json`` dict (or a model's ``.config``): keys
+    starting with ``_`` (``_class_name`` ...) ignored, unknown keys and values of the wrong JSON type refused
+    (ValueError, naming the config as ``label``, default the class name), missing keys left at their defaults.
+    The one ``from_dict`` of the WF-VAE, denoiser and controller configs."""
+    label = label or cls.__name__
+    if not isinstance(values, Mapping):
+        raise ValueError(f"a {label} must be a dict, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(k for k in values if not k.startswith("_") and k not in known)
+    if unknown:
+        raise ValueError(f"unknown {label} keys: {', '.join(unknown)}")
+    check_config_values(cls, values)
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
 def check_config_values(cls, values: Mapping[str, Any]) -> None:
     """ValueError naming the first value of ``values`` whose JSON type does not fit the dataclass field ``cls``
     declares for it (``"8"`` or ``8.5`` for an int, ``true`` for a number, a number for a list ...)."""

@@ -42,13 +42,12 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .data_checks import (DataSourceError, NoValidationWarning, UnreadableFileWarning, all_unreadable_error,
                           every_file_failed, first_readable, missing_source, read_json_list)
 from .resume import ResumableBatchSampler, ResumableLoader, split_index
-from .video_io import IMAGE_EXTENSIONS, VideoReader, VideoReadError
+from .video_io import IMAGE_EXTENSIONS, VideoReader, VideoReadError, resize_frames
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 
@@ -115,14 +114,8 @@ def is_image(path: str) -> bool:
 
 # ------------------------------------------------------------------------------------------------ dataset
 def resize_short_side(frames: torch.Tensor, short: int) -> torch.Tensor:
-    """uint8 (t, 3, h, w) -> uint8 frames whose short side is ``short`` (antialiased bilinear)."""
-    h, w = frames.shape[-2:]
-    s = short / min(h, w)
-    size = (max(short, round(h * s)), max(short, round(w * s)))
-    if size == (h, w):
-        return frames
-    return F.interpolate(frames.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
-                         antialias=True, align_corners=False)
+    """uint8 (t, 3, h, w) -> uint8 frames whose short side is ``short`` (:func:`wfvae.video_io.resize_frames`)."""
+    return resize_frames(frames, (short, short), "cover")
 
 
 class VideoClipDataset(Dataset):

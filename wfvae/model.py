@@ -113,17 +113,10 @@ class WFVAEConfig:
     def from_dict(cls, d: Mapping) -> "WFVAEConfig":
         """Build from a ``config.json`` dict (or a model's ``vae.config``); private keys (``_class_name`` ...) are
         ignored, unknown keys and values of the wrong JSON type refused (ValueError); missing keys take the
-        published defaults."""
-        from .checkpoint import check_config_values
+        published defaults (:func:`wfvae.checkpoint.config_from_dict`)."""
+        from .checkpoint import config_from_dict
 
-        if not isinstance(d, Mapping):
-            raise ValueError(f"a WF-VAE config must be a dict, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = [k for k in d if not k.startswith("_") and k not in names]
-        if unknown:
-            raise ValueError(f"unknown WF-VAE config keys: {', '.join(sorted(unknown))}")
-        check_config_values(cls, d)
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return config_from_dict(cls, d, "WF-VAE config")
 
     def to_dict(self) -> dict:
         return published_config(dataclasses.asdict(self))

@@ -78,20 +78,35 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return x.permute(1, 2, 3, 0).contiguous().cpu().numpy()
 
 
-def _resize(x: torch.Tensor, size: Optional[Tuple[int, int]], mode: str) -> torch.Tensor:
-    """Resize uint8 ``(t, 3, h, w)`` frames to ``size``: ``crop`` = cover then centre-crop, else stretch (uint8 out)."""
+RESIZE_MODES = ("crop", "resize", "cover")
+
+
+def resize_frames(x: torch.Tensor, size: Optional[Tuple[int, int]], mode: str = "crop") -> torch.Tensor:
+    """Resize frames ``(t, C, h, w)`` (uint8 or float) to ``size`` ``(H, W)`` with antialiased bilinear
+    interpolation; the one resize of the project (reader, VAE dataset, denoiser dataset).
+
+    ``mode``: ``"crop"`` scales so the frame covers ``(H, W)`` (aspect kept) and centre-crops to exactly ``(H, W)``;
+    ``"cover"`` scales the same way without cropping (e.g. ``size=(s, s)``: short side ``s``); ``"resize"`` stretches
+    to ``(H, W)``. Frames already of the target size come back unchanged; the dtype is kept. uint8 frames are
+    resized channels-last (~10x faster than float on CPU).
+    """
+    if mode not in RESIZE_MODES:
+        raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
     if size is None or tuple(x.shape[-2:]) == tuple(size):
         return x
     H, W = size
     h, w = x.shape[-2:]
-    if mode == "crop":
+    if mode == "resize":
+        rh, rw = H, W
+    else:
         s = max(H / h, W / w)
         rh, rw = max(H, round(h * s)), max(W, round(w * s))
-    else:
-        rh, rw = H, W
-    if (rh, rw) != (h, w):  # antialiased bilinear on uint8 channels-last frames: ~10x faster than float on CPU
-        x = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=(rh, rw), mode="bilinear",
-                          antialias=True, align_corners=False)
+    if (rh, rw) != (h, w):
+        if x.dtype == torch.uint8:
+            x = x.contiguous(memory_format=torch.channels_last)
+        x = F.interpolate(x, size=(rh, rw), mode="bilinear", antialias=True, align_corners=False)
+    if mode == "cover":
+        return x
     top, left = (rh - H) // 2, (rw - W) // 2
     return x[..., top:top + H, left:left + W]
 
@@ -239,7 +254,7 @@ class VideoReader:
         Only one chunk of decoded frames is held at a time. Each call starts again from the first output frame.
         """
         for frames in self.iter_uint8_chunks(chunk_frames):
-            x = _resize(torch.from_numpy(frames).permute(0, 3, 1, 2), self._size, self.resize_mode)
+            x = resize_frames(torch.from_numpy(frames).permute(0, 3, 1, 2), self._size, self.resize_mode)
             yield x.permute(1, 0, 2, 3).contiguous().float().mul_(1 / 127.5).sub_(1.0)
 
     def iter_uint8_chunks(self, chunk_frames: int = 16) -> Iterator[np.ndarray]:

@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from wfvae.checkpoint import check_config_values, read_json_object
+from wfvae.checkpoint import config_from_dict, read_json_object
 from wfvae.cli_support import first_line
 
 CLASS_NAME = "OpenSoraT2V_v1_3"
@@ -150,19 +150,6 @@ class OpenSoraT2VConfig(ConfigAccess):
 def normalize_blocks(blocks: Sequence[int], num_layers: int) -> Tuple[int, ...]:
     """Non-negative, sorted, de-duplicated block indices (entries outside the model are dropped)."""
     return tuple(sorted({i + num_layers if i < 0 else i for i in blocks if -num_layers <= i < num_layers}))
-
-
-def config_from_dict(cls, values: Dict[str, Any]):
-    """An instance of the config dataclass ``cls`` from a ``config.json`` dict: keys starting with ``_`` ignored,
-    unknown keys and values of the wrong JSON type refused (ValueError), missing keys left at their defaults."""
-    if not isinstance(values, dict):
-        raise ValueError(f"a {cls.__name__} must be built from a dict, got {type(values).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(k for k in values if k not in known and not k.startswith("_"))
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
-    check_config_values(cls, values)
-    return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def config_from_json(cls, path: str, values: Optional[Dict[str, Any]] = None):

@@ -32,6 +32,7 @@ from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers
 from diffusers.utils import BaseOutput
 from torch import nn
 
+from wfvae.causal import CausalConv3d
 from wfvae.checkpoint import read_json_object
 
 from .checkpoint import (CONFIG_NAME, WEIGHTS_NAME, cast_state, check_dtype, check_save_args, check_state_dict,
@@ -128,25 +129,11 @@ class StructureControllerConfig(ConfigAccess):
         return cls(**{**matched, **fields})
 
 
-class CausalConv3d(nn.Module):
-    """3D convolution, causal in time: the first frame is repeated ``kernel - 1`` times in front (as the VAE pads),
-    zero padding in space. With temporal stride 2, ``1 + 2m`` frames give ``1 + m`` and frame 0 stays alone."""
-
-    def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, stride: Tuple[int, int, int] = (1, 1, 1)):
-        super().__init__()
-        self.time_pad = kernel - 1
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel, stride=stride, padding=(0, kernel // 2, kernel // 2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, T, H, W) -> (B, C_out, T', H', W')."""
-        if self.time_pad:
-            x = torch.cat([x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1), x], dim=2)
-        return self.conv(x)
-
-
 class ControlDownsampler(nn.Module):
     """Control video (B, 3, 1 + t*(T'-1), H, W) -> latent grid (B, C', T', H/s, W/s), causal in time.
 
+    Each conv is the VAE's :class:`wfvae.causal.CausalConv3d` (kernel 3, first frame repeated in front, zero padding
+    in space; with temporal stride 2, ``1 + 2m`` frames give ``1 + m`` and frame 0 stays alone).
     ``conv_in`` (stride 1), then one stride-2 stage per spatial 2x (the first log2(t) also 2x in time), each conv
     followed by SiLU, then ``conv_out`` to C' channels.
     """
@@ -156,11 +143,11 @@ class ControlDownsampler(nn.Module):
         c = config
         widths = c.downsampler_channels
         temporal_stages = int(math.log2(c.temporal_compression))
-        self.conv_in = CausalConv3d(c.control_channels, widths[0])
+        self.conv_in = CausalConv3d(c.control_channels, widths[0], 3, padding=1)
         self.stages = nn.ModuleList([
-            CausalConv3d(widths[i], widths[i + 1], stride=(2 if i < temporal_stages else 1, 2, 2))
+            CausalConv3d(widths[i], widths[i + 1], 3, stride=(2 if i < temporal_stages else 1, 2, 2), padding=1)
             for i in range(len(widths) - 1)])
-        self.conv_out = CausalConv3d(widths[-1], c.latent_channels)
+        self.conv_out = CausalConv3d(widths[-1], c.latent_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.silu(self.conv_in(x))
