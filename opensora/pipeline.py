@@ -30,6 +30,7 @@ generator's device (a CPU generator gives the same noise on any device).
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 from dataclasses import dataclass
@@ -300,6 +301,11 @@ class OpenSoraPipeline(DiffusionPipeline, OpenSoraLoraLoaderMixin):
         params = inspect.signature(self.scheduler.step).parameters
         return {k: v for k, v in (("generator", generator), ("eta", eta)) if k in params}
 
+    def _cache_context(self, name: str):
+        """The transformer's step-cache context (diffusers' ``CacheMixin``); none for a denoiser without one."""
+        opener = getattr(self.transformer, "cache_context", None)
+        return opener(name) if opener is not None else contextlib.nullcontext()
+
     def predict(self, latent_input: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor,
                 mask: torch.Tensor, **model_kwargs) -> torch.Tensor:
         """One denoiser call: latents (N, C, t, h, w), timesteps (N,), captions (N, L, D), masks (N, L) ->
@@ -330,7 +336,7 @@ class OpenSoraPipeline(DiffusionPipeline, OpenSoraLoraLoaderMixin):
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 timestep = t.to(device, torch.float32).reshape(1).expand(model_input.shape[0])
                 # one context for the batched [uncond, cond] call: diffusers' step caches key their state by it
-                with self.transformer.cache_context("guided" if guided else "cond"):
+                with self._cache_context("guided" if guided else "cond"):
                     pred = self.predict(model_input, timestep, embeds, mask)[:, :in_ch].float()
                 if guided:
                     uncond, cond = pred.chunk(2)
