@@ -1,3 +1,4 @@
+import hashlib
 import os
 
 import pytest
@@ -28,3 +29,23 @@ def make_tiny_vae(seed: int = 0, **overrides):
 @pytest.fixture
 def tiny_vae():
     return make_tiny_vae()
+
+
+def tree_snapshot(root) -> dict:
+    """Every file and folder under ``root`` (hidden ones too): folders as 'dir', links by target, files by size and
+    content hash (size and mtime above 1 MiB). Equal snapshots: nothing was added, removed or changed."""
+    out = {}
+    for folder, dirs, files in os.walk(root):
+        for d in dirs:
+            out[os.path.relpath(os.path.join(folder, d), root)] = "dir"
+        for name in files:
+            path = os.path.join(folder, name)
+            st = os.lstat(path)
+            if os.path.islink(path):
+                out[os.path.relpath(path, root)] = ("link", os.readlink(path))
+            elif st.st_size > 1 << 20:
+                out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
+            else:
+                with open(path, "rb") as fh:
+                    out[os.path.relpath(path, root)] = (st.st_size, hashlib.sha1(fh.read()).hexdigest())
+    return out

@@ -5,7 +5,6 @@ traceback, no FFmpeg log line: stderr is captured at the file-descriptor level),
 file and no created folder, and leave every input unchanged. Then: still images are one-frame videos, --overwrite,
 write failures, SIGTERM while writing, and ``--help`` without torch.
 """
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from conftest import DATA
+from conftest import DATA, tree_snapshot
 from wfvae.cli import main
 from wfvae.video_io import VideoReader, VideoWriter
 
@@ -138,24 +137,6 @@ def F(tmp_path_factory):
     f["junk.safetensors"] = p("junk.safetensors")
     open(f["junk.safetensors"], "wb").write(b"not a safetensors file")
     return f
-
-
-def _snapshot(root):
-    """Every file and folder under ``root`` (hidden ones too) with its size and content hash (mtime when big)."""
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(folder, d), root)] = "dir"
-        for name in files:
-            path = os.path.join(folder, name)
-            st = os.lstat(path)
-            if os.path.islink(path):
-                out[os.path.relpath(path, root)] = ("link", os.readlink(path))
-            elif st.st_size > 1 << 20:
-                out[os.path.relpath(path, root)] = (st.st_size, st.st_mtime_ns)
-            else:
-                out[os.path.relpath(path, root)] = (st.st_size, hashlib.sha1(open(path, "rb").read()).hexdigest())
-    return out
 
 
 # ---------------------------------------------------------------------------------------------- the table
@@ -312,10 +293,10 @@ def _check_error(capfd, argv, fragment, run=None):
 @pytest.mark.parametrize("build,fragment", [pytest.param(b, m, id=i) for i, b, m in BAD])
 def test_bad_input_is_one_error_line_and_leaves_nothing(F, tmp_path, capfd, build, fragment):
     argv = build(F, tmp_path)
-    inputs, outputs = _snapshot(F["root"]), _snapshot(str(tmp_path))
+    inputs, outputs = tree_snapshot(F["root"]), tree_snapshot(str(tmp_path))
     _check_error(capfd, argv, fragment)
-    assert _snapshot(F["root"]) == inputs, "an input changed"
-    assert _snapshot(str(tmp_path)) == outputs, "an output, a temporary file or a folder was left"
+    assert tree_snapshot(F["root"]) == inputs, "an input changed"
+    assert tree_snapshot(str(tmp_path)) == outputs, "an output, a temporary file or a folder was left"
 
 
 # ---------------------------------------------------------------------------------------------- still images

@@ -3,7 +3,6 @@ and leaves the disk as it was; outputs never clobber; SIGTERM leaves no partial 
 
 The shipped model (assets/models/opensora-t2v) at 5 frames of 32x32 and 2 steps; bad inputs fail before sampling.
 """
-import hashlib
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from conftest import tree_snapshot
 from opensora import cli
 from opensora.model_index import part_folder
 
@@ -21,19 +21,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "assets", "models", "opensora-t2v")
 SIZE = ["--frames", "5", "--height", "32", "--width", "32", "--steps", "2", "--device", "cpu", "--quiet"]
 WEIGHTS = "diffusion_pytorch_model.safetensors"
-
-
-def _tree(root):
-    """{relative path: file bytes digest, or 'dir'} of everything under ``root`` (hidden files included)."""
-    out = {}
-    for folder, dirs, files in os.walk(root):
-        for d in dirs:
-            out[os.path.relpath(os.path.join(folder, d), root)] = "dir"
-        for f in files:
-            path = os.path.join(folder, f)
-            with open(path, "rb") as fh:
-                out[os.path.relpath(path, root)] = hashlib.sha1(fh.read()).hexdigest()
-    return out
 
 
 def _stats(root):
@@ -243,11 +230,11 @@ def test_bad_input(case, tmp_path, capsys, damaged, first_run, monkeypatch):
             argv += ["--vae", _shipped("vae")]
     else:
         argv = ["--prompt", "a cat", "--model", MODEL, "--output", out] + SIZE + flags
-    before, shipped = _tree(tmp_path), _stats(MODEL)
+    before, shipped = tree_snapshot(tmp_path), _stats(MODEL)
     code, stdout, err = _run(argv, capsys)
     _one_error(code, err, expected)
     assert stdout == ""
-    assert _tree(tmp_path) == before  # no output, no temporary file, no created folder; inputs unchanged
+    assert tree_snapshot(tmp_path) == before  # no output, no temporary file, no created folder; inputs unchanged
     assert _stats(MODEL) == shipped
 
 
