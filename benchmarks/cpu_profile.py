@@ -5,7 +5,7 @@
 
 Cases (random weights, float32, batch 1 unless noted, no_grad):
 
-* WF-VAE-L (``wfvae.presets.WFVAE_L_16CHN``) encode and decode of a ``--video`` clip (default 9x64x64), whole and
+* WF-VAE-L (``wfvae.models.presets.WFVAE_L_16CHN``) encode and decode of a ``--video`` clip (default 9x64x64), whole and
   with ``latent_chunk=1`` (block-wise, causal cache);
 * the Open-Sora Plan v1.3 denoiser forward at batch 2 (a CFG pair, text with padding) with ``--layers`` blocks of
   the given width, Skiparse (k = 4, first and last block dense) and dense.
@@ -51,7 +51,7 @@ def report(name: str, fn, top: int) -> None:
 
 def vae_cases(shape: str, top: int) -> None:
     from wfvae import WFVAE
-    from wfvae.presets import WFVAE_L_16CHN
+    from wfvae.models.presets import WFVAE_L_16CHN
 
     torch.manual_seed(0)
     vae = WFVAE(**dataclasses.asdict(WFVAE_L_16CHN)).eval()
@@ -93,8 +93,8 @@ def denoiser_cases(latent: str, layers: int, heads: int, head_dim: int, top: int
 def explain_cases() -> None:
     from opensora.models.embeddings import apply_rope
     from opensora.models.transformer import OpenSoraBlock
-    from wfvae.blocks import ChannelLayerNorm, FrameAttention, ResnetBlock2D, ResnetBlock3D
-    from wfvae.wavelets import HaarWavelet2D, HaarWavelet3D, InverseHaarWavelet2D, InverseHaarWavelet3D
+    from wfvae.models.blocks import ChannelLayerNorm, FrameAttention, ResnetBlock2D, ResnetBlock3D
+    from wfvae.models.wavelets import HaarWavelet2D, HaarWavelet3D, InverseHaarWavelet2D, InverseHaarWavelet3D
 
     torch.manual_seed(0)
     v = torch.randn(1, 16, 5, 8, 8)
@@ -104,7 +104,7 @@ def explain_cases() -> None:
     block = OpenSoraBlock(48, 4, 12, skiparse_ratio=4).eval()
     rope = (torch.randn(32, 12), torch.randn(32, 12))
     from wfvae import WFVAE
-    from wfvae.causal import StreamCache
+    from wfvae.models.causal import StreamCache
 
     small = WFVAE(base_channels=8, latent_dim=4, encoder_energy_flow_hidden_size=8, decoder_energy_flow_hidden_size=8,
                   norm_type="layernorm", t_interpolation="trilinear").eval()

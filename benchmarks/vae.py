@@ -31,7 +31,7 @@ PUBLISHED_H100 = {  # published implementation, one H100 (issue reference), seco
 
 def _config(name: str):
     from wfvae import WFVAEConfig
-    from wfvae.presets import WFVAE_L_16CHN, WFVAE_S_8CHN
+    from wfvae.models.presets import WFVAE_L_16CHN, WFVAE_S_8CHN
 
     if name == "l16":
         return WFVAE_L_16CHN

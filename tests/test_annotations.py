@@ -7,9 +7,9 @@ import os
 import pytest
 import torch
 
-from opensora.annotations import annotate, build_annotations, motion_and_cuts
-from opensora.data import load_entries
-from wfvae.video_io import VideoWriter
+from opensora.data.annotations import annotate, build_annotations, motion_and_cuts
+from opensora.data.datasets import load_entries
+from wfvae.io.video import VideoWriter
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CLIP = os.path.join(ROOT, "assets", "bigbuckbunny.mp4")

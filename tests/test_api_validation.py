@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from conftest import DATA, make_tiny_vae
 from opensora.models import OpenSoraInpaint, OpenSoraT2V, StructureController, load_denoiser
 from opensora.models.checkpoint import INDEX_NAME, WEIGHTS_NAME, write_weights
-from opensora.text import TextEncoder
+from opensora.text.encoders import TextEncoder
 from wfvae import WFVAE, crop_video, pad_video
 
 WFVAE_TINY = os.path.join(DATA, "wfvae_tiny")

@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from opensora.buckets import BucketBatchSampler, aspect_ok, min_max_token_shape, valid_frames
-from opensora.data import AnnotationDataset, OpenSoraDataModule, load_entries, read_data_file
+from opensora.data.buckets import BucketBatchSampler, aspect_ok, min_max_token_shape, valid_frames
+from opensora.data.datasets import AnnotationDataset, OpenSoraDataModule, load_entries, read_data_file
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 TINY_DATA = os.path.join(ROOT, "configs", "opensora", "tiny_data.json")
@@ -125,7 +125,7 @@ def test_lightning_advances_the_sampler_epoch():
 def test_images_and_videos_together(tmp_path):
     import json
 
-    from wfvae.video_io import write_image
+    from wfvae.io.video import write_image
 
     write_image(tmp_path / "still.png", torch.rand(3, 40, 100) * 2 - 1)
     clip = os.path.abspath(os.path.join(ROOT, "assets", "bigbuckbunny.mp4"))

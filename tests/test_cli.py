@@ -8,8 +8,8 @@ import torch
 
 from conftest import DATA, make_tiny_vae
 from wfvae.cli import main, read_latents
-from wfvae.metrics import video_psnr
-from wfvae.video_io import VideoReader, read_video
+from wfvae.evaluation.metrics import video_psnr
+from wfvae.io.video import VideoReader, read_video
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CLIP = os.path.join(ROOT, "assets", "bigbuckbunny.mp4")

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import DATA, tree_snapshot
 from wfvae.cli import main
-from wfvae.video_io import VideoReader, VideoWriter
+from wfvae.io.video import VideoReader, VideoWriter
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 TINY = os.path.join(DATA, "wfvae_tiny")
@@ -396,7 +396,7 @@ def test_help_does_not_import_torch():
 def test_lazy_package_names():
     import wfvae
     from wfvae import DiagonalGaussian, WFVAE, WFVAEConfig, crop_video, pad_video
-    from wfvae.model import DiagonalGaussian as DG
+    from wfvae.models.encoder_decoder import DiagonalGaussian as DG
 
     assert DiagonalGaussian is DG and WFVAE.__name__ == "WFVAE" and WFVAEConfig and pad_video and crop_video
     assert set(wfvae.__all__) <= set(dir(wfvae))

@@ -6,7 +6,7 @@ import signal
 import pytest
 import torch
 
-from wfvae import cli_support as cs
+import wfvae.cli_support as cs
 
 
 def _run(body):

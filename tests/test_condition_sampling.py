@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from conftest import DATA, make_tiny_vae
-from opensora.condition_pipeline import (ConditionError, OpenSoraControlPipeline, OpenSoraImageToVideoPipeline,
+from opensora.pipelines.conditions import (ConditionError, OpenSoraControlPipeline, OpenSoraImageToVideoPipeline,
                                          build_image_condition, control_frame_mask, encode_image_condition,
                                          read_control)
-from opensora.control import canny
-from opensora.masks import MaskType
+from opensora.pipelines.control_signals import canny
+from opensora.pipelines.masks import MaskType
 from opensora.models import OpenSoraInpaint, OpenSoraT2V, StructureController
-from opensora.pipeline import OpenSoraPipeline, load_text_encoder
-from opensora.schedulers import make_scheduler
-from wfvae.video_io import VideoWriter, write_image
+from opensora.pipelines.text_to_video import OpenSoraPipeline, load_text_encoder
+from opensora.pipelines.schedulers import make_scheduler
+from wfvae.io.video import VideoWriter, write_image
 
 
 
@@ -226,7 +226,7 @@ def cli_models(tmp_path_factory, vae):
 
 
 def sample(root, tmp_path, *extra, model="inpaint", output="out.mp4"):
-    from opensora.cli import main
+    from opensora.cli.sample import main
 
     argv = ["--prompt", "a square", "--model", str(root / model), "--vae", str(root / "vae"), "--text-encoder",
             str(root / "text"), "--frames", "9", "--height", "32", "--width", "32", "--steps", "2", "--device",
@@ -235,7 +235,7 @@ def sample(root, tmp_path, *extra, model="inpaint", output="out.mp4"):
 
 
 def read_frames(path):
-    from wfvae.video_io import read_video
+    from wfvae.io.video import read_video
 
     return read_video(path)
 

@@ -9,7 +9,7 @@ import yaml
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*", "*.yaml")))
-EXPECTED = {"wfvae": ("wfvae.training.WFVAETraining", "wfvae.data.VideoDataModule"),
+EXPECTED = {"wfvae": ("wfvae.training.WFVAETraining", "wfvae.training.VideoDataModule"),
             "opensora": ("opensora.", "opensora.")}
 
 

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from opensora.control import (CONTROL_KINDS, canny, depth, load_estimator, make_control, normalize_depth,
-                              save_control, sketch)
-from wfvae.video_io import read_video
+from opensora.pipelines.control_signals import (
+    CONTROL_KINDS, canny, depth, load_estimator, make_control, normalize_depth, save_control, sketch)
+from wfvae.io.video import read_video
 
 
 

@@ -13,10 +13,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 from opcount import count_ops  # noqa: E402
 from opensora.models.embeddings import _rotate_half_per_axis, apply_rope  # noqa: E402
 from opensora.models.transformer import gated_residual, modulate  # noqa: E402
-from wfvae.blocks import Downsample3D, FrameAttention, ResnetBlock3D  # noqa: E402
-from wfvae.causal import StreamCache, causal_frames  # noqa: E402
-from wfvae.wavelets import (HaarWavelet2D, HaarWavelet3D, InverseHaarWavelet2D, InverseHaarWavelet3D,  # noqa: E402
-                            haar2d_filters, haar3d_filters)
+from wfvae.models.blocks import Downsample3D, FrameAttention, ResnetBlock3D  # noqa: E402
+from wfvae.models.causal import StreamCache, causal_frames  # noqa: E402
+from wfvae.models.wavelets import (  # noqa: E402
+    HaarWavelet2D, HaarWavelet3D, InverseHaarWavelet2D, InverseHaarWavelet3D, haar2d_filters, haar3d_filters)
 
 
 # ---------------------------------------------------------------- reference forms (the previous implementations)

@@ -9,11 +9,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from conftest import DATA
-from opensora.data import OpenSoraDataModule
-from opensora.grad_clip import AdaptiveGradClip
+from opensora.data.datasets import OpenSoraDataModule
+from opensora.training.grad_clip import AdaptiveGradClip
 from opensora.models import OpenSoraT2V
-from opensora.training import DenoiserTraining, bias_timesteps, export, main, min_snr_weight, stratified_timesteps
-from wfvae.training import lr_multiplier
+from opensora.training.denoiser import (
+    DenoiserTraining, bias_timesteps, export, main, min_snr_weight, stratified_timesteps)
+from wfvae.training.module import lr_multiplier
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 CONFIG = dict(num_attention_heads=2, attention_head_dim=12, cross_attention_dim=24, in_channels=4, out_channels=4,
@@ -196,7 +197,7 @@ def test_image_condition_model_trains_on_videos_through_the_vae():
 
 
 def test_latent_cache_round_trip(tmp_path):
-    from opensora.training import write_latent_cache
+    from opensora.training.denoiser import write_latent_cache
 
     dm = OpenSoraDataModule(data=os.path.join(ROOT, "configs", "opensora", "tiny_data.json"), num_frames=5, fps=8,
                             max_tokens=8, min_tokens=4, batch_size=2, num_workers=0, mask_mix="release",

@@ -8,16 +8,16 @@ import torch
 from diffusers import DiffusionPipeline
 from diffusers.utils import export_to_video
 
-import opensora.pipeline  # noqa: F401  (registers the Open-Sora pipelines with diffusers)
+import opensora.pipelines.text_to_video  # noqa: F401  (registers the Open-Sora pipelines with diffusers)
 from conftest import make_tiny_vae
-from opensora.condition_pipeline import OpenSoraControlPipeline, OpenSoraImageToVideoPipeline
-from opensora.control import canny
+from opensora.pipelines.conditions import OpenSoraControlPipeline, OpenSoraImageToVideoPipeline
+from opensora.pipelines.control_signals import canny
 from opensora.models import OpenSoraInpaint, StructureController
-from opensora.pipeline import OpenSoraPipeline, load_text_encoder
-from opensora.schedulers import make_scheduler
+from opensora.pipelines.text_to_video import OpenSoraPipeline, load_text_encoder
+from opensora.pipelines.schedulers import make_scheduler
 from test_condition_sampling import CONTROLLER, MODEL, clip, perturbed
 from test_pipeline import make_text_encoder_folder, make_transformer
-from wfvae.video_io import VideoReader
+from wfvae.io.video import VideoReader
 
 T2V = os.path.join(os.path.dirname(__file__), "..", "assets", "models", "opensora-t2v")
 SMALL = dict(num_frames=5, height=32, width=32, num_inference_steps=2)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from wfvae import WFVAE
-from wfvae.metrics import video_psnr
-from wfvae.video_io import read_video
+from wfvae.evaluation.metrics import video_psnr
+from wfvae.io.video import read_video
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

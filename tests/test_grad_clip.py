@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from opensora.grad_clip import AdaptiveGradClip, grad_norm, rank_scale
+from opensora.training.grad_clip import AdaptiveGradClip, grad_norm, rank_scale
 
 
 

@@ -6,8 +6,8 @@ import torch
 
 from conftest import make_tiny_vae
 from wfvae import WFVAE
-from wfvae.latent_stats import latent_statistics, write_latent_stats
-from wfvae.video_io import VideoWriter
+from wfvae.evaluation.latent_stats import latent_statistics, write_latent_stats
+from wfvae.io.video import VideoWriter
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from wfvae.video_io import VideoReader, VideoWriter
+from wfvae.io.video import VideoReader, VideoWriter
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 

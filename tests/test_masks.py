@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from opensora.masks import (RELEASE_VIDEO_MIX, MaskType, compress_mask, condition_noise, frame_mask, pixel_mask,
-                            sample_mask_type)
+from opensora.pipelines.masks import (
+    RELEASE_VIDEO_MIX, MaskType, compress_mask, condition_noise, frame_mask, pixel_mask, sample_mask_type)
 
 
 def kept(m):

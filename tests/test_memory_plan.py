@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from wfvae.memory import estimate_bytes, plan
+from wfvae.inference.memory import estimate_bytes, plan
 
 
 def test_plan_fits_budget_and_is_monotonic():

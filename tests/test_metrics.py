@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from wfvae.evaluation import Protocol, frechet_distance
-from wfvae.metrics import frame_psnr, frame_ssim, video_psnr, video_ssim
-from wfvae.video_io import VideoWriter
+from wfvae.evaluation.evaluate import Protocol, frechet_distance
+from wfvae.evaluation.metrics import frame_psnr, frame_ssim, video_psnr, video_ssim
+from wfvae.io.video import VideoWriter
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 
@@ -108,7 +108,7 @@ class _TinyI3D(torch.nn.Module):
 
 def test_eval_cli_fvd_end_to_end_through_a_torchscript_extractor(tmp_path, capsys):
     from tools.eval_vae import main
-    from wfvae.evaluation import frechet_distance, load_i3d
+    from wfvae.evaluation.evaluate import frechet_distance, load_i3d
 
     i3d_path = str(tmp_path / "i3d.pt")
     with warnings.catch_warnings():  # the FVD detector format is TorchScript (deprecated in torch 2.14)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from conftest import DATA, make_tiny_vae
-from opensora import cli
-from opensora.model_index import is_diffusers_index, part_folder, read_index, resolve_location, sampling_defaults
-from opensora.pipeline import OpenSoraPipeline
-from opensora.training import DenoiserTraining, main as training_main
+import opensora.cli.sample as cli
+from opensora.pipelines.defaults import is_diffusers_index, part_folder, read_index, resolve_location, sampling_defaults
+from opensora.pipelines.text_to_video import OpenSoraPipeline
+from opensora.training.denoiser import DenoiserTraining, main as training_main
 from test_pipeline import make_text_encoder_folder, make_transformer
-from wfvae.video_io import VideoReader
+from wfvae.io.video import VideoReader
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 SAMPLING = {"num_frames": 5, "height": 32, "width": 48, "steps": 2, "guidance": 3.0, "fps": 6, "max_length": 12,

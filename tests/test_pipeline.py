@@ -11,8 +11,8 @@ import torch
 
 from conftest import make_tiny_vae
 from opensora.models import OpenSoraT2V
-from opensora.pipeline import OpenSoraPipeline, load_text_encoder, rescale_guidance
-from opensora.schedulers import NEGATIVE_PROMPT, POSITIVE_PROMPT_TEMPLATE, SCHEDULERS, make_scheduler
+from opensora.pipelines.text_to_video import OpenSoraPipeline, load_text_encoder, rescale_guidance
+from opensora.pipelines.schedulers import NEGATIVE_PROMPT, POSITIVE_PROMPT_TEMPLATE, SCHEDULERS, make_scheduler
 
 TOKENIZER = os.path.join(os.path.dirname(__file__), "data", "tiny_text")
 TEXT_WIDTH = 16

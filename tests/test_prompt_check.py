@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from opensora.prompt_check import evaluate, format_report
-from opensora.synthetic import MOTIONS, eval_prompts, make_spec, render_clip
-from wfvae.video_io import to_tensor
+from opensora.synthetic.prompt_check import evaluate, format_report
+from opensora.synthetic.shapes import MOTIONS, eval_prompts, make_spec, render_clip
+from wfvae.io.video import to_tensor
 
 
 class RenderingPipe:
@@ -59,7 +59,7 @@ def test_colour_right_motion_wrong_is_not_counted():
 
 def test_vae_ceiling_runs_the_checker_on_reconstructions():
     from conftest import make_tiny_vae
-    from opensora.prompt_check import vae_ceiling
+    from opensora.synthetic.prompt_check import vae_ceiling
 
     class Identity:  # a perfect "VAE": the ceiling is the checker's own accuracy on clean renders
         device, dtype = torch.device("cpu"), torch.float32
@@ -80,7 +80,7 @@ class BagOfWordsPipe:
     is allowed to ``read`` (colour, shape or motion vocabulary) to its latents."""
 
     def __init__(self, read):
-        from opensora.synthetic import COLOURS, MOTION_PHRASES, SHAPES
+        from opensora.synthetic.shapes import COLOURS, MOTION_PHRASES, SHAPES
 
         groups = {"colour": set(COLOURS), "shape": {n for ns in SHAPES.values() for n in ns},
                   "motion": {w for ps in MOTION_PHRASES.values() for p in ps for w in p.split()}}
@@ -114,7 +114,7 @@ class BagOfWordsPipe:
 
 @pytest.mark.parametrize("read", [("colour",), ("motion",), ("shape", "motion")])
 def test_caption_sensitivity_sees_exactly_the_words_a_model_reads(read):
-    from opensora.prompt_check import caption_sensitivity
+    from opensora.synthetic.prompt_check import caption_sensitivity
 
     result = caption_sensitivity(BagOfWordsPipe(read), timesteps=(100, 900), num_captions=6)
     assert set(result) == {100, 900}

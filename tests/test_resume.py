@@ -17,14 +17,14 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from conftest import DATA
-from opensora.data import OpenSoraDataModule
-from opensora.grad_clip import AdaptiveGradClip
-from opensora.training import DenoiserTraining
+from opensora.data.datasets import OpenSoraDataModule
+from opensora.training.grad_clip import AdaptiveGradClip
+from opensora.training.denoiser import DenoiserTraining
 from wfvae import WFVAEConfig
-from wfvae.data import VideoDataModule
-from wfvae.resume import ResumableBatchSampler, ResumableLoader, derive_seed
-from wfvae.training import WFVAETraining
-from wfvae.video_io import VideoWriter, write_image
+from wfvae.training.data import VideoDataModule
+from wfvae.training.resume import ResumableBatchSampler, ResumableLoader, derive_seed
+from wfvae.training.module import WFVAETraining
+from wfvae.io.video import VideoWriter, write_image
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 TINY_DATA = os.path.join(ROOT, "configs", "opensora", "tiny_data.json")
@@ -154,7 +154,7 @@ def test_wfvae_resume_is_exact(tmp_path, clips):
 
 # ---------------------------------------------------------------------------------------------- controller
 def test_structure_controller_resume_is_exact(tmp_path):
-    from opensora.controller_training import StructureControllerTraining, SyntheticControlData
+    from opensora.training.controller import StructureControllerTraining, SyntheticControlData
 
     def make_module():  # random timesteps, noise and partial frame masks
         torch.manual_seed(0)  # the fresh controller's initial weights
@@ -173,7 +173,7 @@ def test_structure_controller_resume_is_exact(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- the parts
 def test_loader_position_and_per_sample_seeds():
-    from wfvae.data import KindBatchSampler
+    from wfvae.training.data import KindBatchSampler
 
     class Echo(torch.utils.data.Dataset):  # an item is what the sampler gives: (index, seed)
         def __len__(self):

@@ -7,12 +7,12 @@ import shutil
 import pytest
 import torch
 
-from opensora import cli
-from opensora.refiner import PromptRefiner
-from opensora.schedulers import POSITIVE_PROMPT_TEMPLATE
+import opensora.cli.sample as cli
+from opensora.text.refiner import PromptRefiner
+from opensora.pipelines.schedulers import POSITIVE_PROMPT_TEMPLATE
 from test_pipeline import make_pipeline_folder
 from test_text_encoder import make_refiner_folder
-from wfvae.video_io import VideoReader, read_video
+from wfvae.io.video import VideoReader, read_video
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 FAST = ["--frames", "5", "--height", "32", "--width", "32", "--steps", "2", "--max-length", "12", "--quiet",

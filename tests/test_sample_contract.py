@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import tree_snapshot
-from opensora import cli
-from opensora.model_index import part_folder
+import opensora.cli.sample as cli
+from opensora.pipelines.defaults import part_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = os.path.join(ROOT, "assets", "models", "opensora-t2v")
@@ -280,7 +280,7 @@ def test_explicit_file_needs_overwrite(first_run, tmp_path, capsys):
 
 
 def test_nan_latents_after_sampling_write_nothing(tmp_path, capsys, monkeypatch):
-    from opensora.pipeline import OpenSoraPipeline
+    from opensora.pipelines.text_to_video import OpenSoraPipeline
 
     monkeypatch.setattr(OpenSoraPipeline, "denoise", lambda self, noise, *a, **k: noise * float("nan"))
     out, lat = tmp_path / "new" / "dir", tmp_path / "z.safetensors"
@@ -306,8 +306,8 @@ def test_nan_frames_are_not_written(first_run, tmp_path, capsys, monkeypatch):
 
 SIGTERM_SCRIPT = textwrap.dedent("""
     import sys, time
-    from wfvae import video_io
-    from opensora import cli
+    import wfvae.io.video as video_io
+    import opensora.cli.sample as cli
 
     def slow_commit(tmp, path, _commit=video_io.commit):  # the video is written, not yet renamed
         print("WRITING", flush=True)
@@ -337,16 +337,16 @@ def test_sigterm_while_writing_leaves_nothing(first_run, tmp_path):
 
 
 def test_help_imports_no_torch():
-    code = ("import sys, opensora.cli as c; c.build_parser().format_help(); "
+    code = ("import sys, opensora.cli.sample as c; c.build_parser().format_help(); "
             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
 
 
 def test_condition_choices_match_the_models():
-    from opensora.condition_args import CONTROL_KINDS, MASK_TYPES
-    from opensora.control import CONTROL_KINDS as KINDS
-    from opensora.masks import MaskType
+    from opensora.cli.condition_args import CONTROL_KINDS, MASK_TYPES
+    from opensora.pipelines.control_signals import CONTROL_KINDS as KINDS
+    from opensora.pipelines.masks import MaskType
 
     assert MASK_TYPES == tuple(m.value for m in MaskType) and CONTROL_KINDS == KINDS
 

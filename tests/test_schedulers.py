@@ -4,7 +4,7 @@ import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
                        EulerDiscreteScheduler, UniPCMultistepScheduler)
 
-from opensora import schedulers as s
+import opensora.pipelines.schedulers as s
 
 RELEASE_SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02,
                         prediction_type="v_prediction", rescale_betas_zero_snr=True, timestep_spacing="trailing")

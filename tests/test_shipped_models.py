@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from wfvae import WFVAE
-from wfvae.metrics import video_psnr
-from wfvae.video_io import VideoReader, read_video
+from wfvae.evaluation.metrics import video_psnr
+from wfvae.io.video import VideoReader, read_video
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 MODELS = os.path.join(ROOT, "assets", "models")
@@ -30,8 +30,8 @@ def test_shipped_vae_is_small_and_reconstructs_the_sample_clip():
 
 
 def test_shipped_text_to_video_model_samples_from_the_default_command(tmp_path, capsys):
-    from opensora import cli
-    from opensora.model_index import part_folder, read_index, sampling_defaults
+    import opensora.cli.sample as cli
+    from opensora.pipelines.defaults import part_folder, read_index, sampling_defaults
 
     index = read_index(T2V)
     assert os.path.samefile(part_folder(T2V, "vae", index), os.path.join(T2V, "vae"))

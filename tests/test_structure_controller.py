@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import DATA
-from opensora.controller_training import (StructureControllerTraining, SyntheticControlData, SyntheticControlDataset,
+from opensora.training.controller import (StructureControllerTraining, SyntheticControlData, SyntheticControlDataset,
                                           export_controller)
 from opensora.models import (ControlledDenoiser, OpenSoraInpaint, OpenSoraT2V, OpenSoraT2VConfig, StructureController,
                              StructureControllerConfig, latent_frame_mask)
@@ -259,10 +259,10 @@ def test_lightning_cli_config_runs(tmp_path, monkeypatch):
 
 
 def test_video_batches_are_encoded_and_controlled(tmp_path):
-    """Real-data path: a batch with only ``video`` (wfvae.data.VideoDataModule) is VAE-encoded, its canny control
+    """Real-data path: a batch with only ``video`` (wfvae.training.VideoDataModule) is VAE-encoded, its canny control
     computed, and the caption defaults to one zero token."""
     from conftest import make_tiny_vae
-    from opensora.control import canny
+    from opensora.pipelines.control_signals import canny
 
     make_tiny_vae().save_pretrained(str(tmp_path / "vae"))
     module = StructureControllerTraining(base_config={**TRAIN_BASE, "in_channels": 4, "out_channels": 4},

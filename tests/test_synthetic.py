@@ -1,4 +1,4 @@
-"""Synthetic text-to-video data (opensora.synthetic) and its dataset tool (tools/make_t2v_dataset.py)."""
+"""Synthetic text-to-video data (opensora.synthetic.shapes) and its dataset tool (tools/make_t2v_dataset.py)."""
 import itertools
 import json
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
-from opensora.synthetic import (BACKGROUNDS, COLOURS, EVAL_TEMPLATES, MOTION_PHRASES, MOTIONS, SHAPES,
+from opensora.synthetic.shapes import (BACKGROUNDS, COLOURS, EVAL_TEMPLATES, MOTION_PHRASES, MOTIONS, SHAPES,
                                 TRAIN_TEMPLATES, all_triples, analyse_clip, background_image, caption, captions,
                                 check, eval_prompts, heldout_triples, make_spec, object_alpha, random_spec,
                                 render_clip, rgb_to_hsv, train_triples)
@@ -171,8 +171,8 @@ def test_eval_prompts():
 def test_make_t2v_dataset(tmp_path):
     from make_t2v_dataset import main
 
-    from opensora.data import load_entries
-    from wfvae.video_io import VideoReader
+    from opensora.data.datasets import load_entries
+    from wfvae.io.video import VideoReader
 
     out = tmp_path / "t2v"
     assert main([str(out), "--num-clips", "4", "--frames", "9", "--size", "32", "--fps", "8", "--quiet"]) == 0
@@ -204,7 +204,7 @@ def test_make_t2v_dataset_bad_args(tmp_path, capsys, args):
 
 
 def test_tuning_prompts_use_only_training_triples():
-    from opensora.synthetic import tuning_prompts, train_triples
+    from opensora.synthetic.shapes import tuning_prompts, train_triples
 
     prompts = tuning_prompts(36)
     train_pairs = {(c, m) for c, _, m in train_triples()}

@@ -5,8 +5,8 @@ import shutil
 import pytest
 import torch
 
-from opensora.refiner import INSTRUCTION, SYSTEM_PROMPT, PromptRefiner
-from opensora.text import TextEncoder
+from opensora.text.refiner import INSTRUCTION, SYSTEM_PROMPT, PromptRefiner
+from opensora.text.encoders import TextEncoder
 
 TOKENIZER = os.path.join(os.path.dirname(__file__), "data", "tiny_text")
 VOCAB = 256  # >= the test tokenizer's size

@@ -132,7 +132,7 @@ def test_bad_arguments_are_one_error_line(work, capsys, argv, expected):
 
 
 def test_partly_corrupt_data_is_skipped_with_a_counted_warning(bad_data, tmp_path):
-    from wfvae.data import UnreadableFileWarning, VideoDataModule
+    from wfvae.training.data import UnreadableFileWarning, VideoDataModule
 
     listing = tmp_path / "files.txt"
     listing.write_text(f"{bad_data / 'corrupt' / 'a.mp4'}\n{CLIP}\n")
@@ -146,8 +146,8 @@ def test_partly_corrupt_data_is_skipped_with_a_counted_warning(bad_data, tmp_pat
 
 
 def test_empty_validation_split_says_so_once():
-    from wfvae.data import VideoDataModule
-    from wfvae.data_checks import NoValidationWarning
+    from wfvae.training.data import VideoDataModule
+    from wfvae.training.data_checks import NoValidationWarning
 
     with pytest.warns(NoValidationWarning, match="val_fraction 0.01 .* validation never runs") as record:
         VideoDataModule(data=[CLIP], val_fraction=0.01, num_frames=5, resolution=32, crop_size=32, num_workers=0)
@@ -158,7 +158,7 @@ def test_empty_validation_split_says_so_once():
 def test_tiny_configs_use_the_bundled_clip(capsys):
     import yaml
 
-    from opensora.data import load_entries
+    from opensora.data.datasets import load_entries
 
     for name in ("wfvae/tiny.yaml", "opensora/tiny.yaml", "opensora/structure_controller_tiny.yaml"):
         with pytest.raises(SystemExit) as exc:
@@ -173,7 +173,7 @@ def test_tiny_configs_use_the_bundled_clip(capsys):
             entries = load_entries(os.path.join(ROOT, data["data"]))
             assert {os.path.realpath(e["path"]) for e in entries} == {os.path.realpath(CLIP)}
         else:  # synthetic data, generated in memory
-            assert cfg["data"]["class_path"] == "opensora.controller_training.SyntheticControlData"
+            assert cfg["data"]["class_path"] == "opensora.training.controller.SyntheticControlData"
 
 
 def test_tiny_vae_config_fits_and_saves_last_ckpt(work, capsys):
@@ -194,7 +194,7 @@ def test_tiny_vae_config_fits_and_saves_last_ckpt(work, capsys):
 def test_progress_bar_counts_steps_across_epochs(tmp_path):
     import lightning as L
 
-    from wfvae.progress import StepProgressBar
+    from wfvae.training.progress import StepProgressBar
 
     bar = StepProgressBar()
     trainer = L.Trainer(max_steps=5, limit_train_batches=2, limit_val_batches=0, logger=False,

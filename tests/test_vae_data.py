@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from wfvae.data import (KindBatchSampler, UnreadableFileWarning, VideoClipDataset, VideoDataModule, collect_files,
-                        collate_clips, in_validation)
-from wfvae.video_io import VideoWriter, write_image
+from wfvae.training.data import (
+    KindBatchSampler, UnreadableFileWarning, VideoClipDataset, VideoDataModule, collect_files, collate_clips,
+    in_validation)
+from wfvae.io.video import VideoWriter, write_image
 
 
 def _counter_video(path, frames=20, h=24, w=32):

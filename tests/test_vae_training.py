@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from wfvae import WFVAE, WFVAEConfig
-from wfvae.losses import adaptive_gan_weight, ms_ssim, wavelet_loss
-from wfvae.training import WFVAETraining, export_checkpoint, load_vae_weights
+from wfvae.training.losses import adaptive_gan_weight, ms_ssim, wavelet_loss
+from wfvae.training.module import WFVAETraining, export_checkpoint, load_vae_weights
 
 REPO = os.path.join(os.path.dirname(__file__), "..")
 TINY = dict(base_channels=8, latent_dim=4, encoder_energy_flow_hidden_size=8, decoder_energy_flow_hidden_size=8,
@@ -140,7 +140,7 @@ def test_loss_helpers():
 
 
 def test_lpips_random_backbone_and_missing_weights(monkeypatch, tmp_path):
-    from wfvae.lpips import LPIPS
+    from wfvae.training.lpips import LPIPS
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     net = LPIPS(pretrained=False)  # random features, for tests only

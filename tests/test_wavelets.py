@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from wfvae.causal import StreamCache
-from wfvae.wavelets import (HAAR3D_EXACT, HAAR3D_SCALE, HaarWavelet2D, HaarWavelet3D, InverseHaarWavelet2D,
+from wfvae.models.causal import StreamCache
+from wfvae.models.wavelets import (HAAR3D_EXACT, HAAR3D_SCALE, HaarWavelet2D, HaarWavelet3D, InverseHaarWavelet2D,
                             InverseHaarWavelet3D, haar3d_filters)
 
 pywt = pytest.importorskip("pywt")

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import DATA, make_tiny_vae
 from wfvae import WFVAE, DiagonalGaussian
-from wfvae.checkpoint import parameters_on_meta
+from wfvae.models.checkpoint import parameters_on_meta
 
 TINY = os.path.join(DATA, "wfvae_tiny")
 

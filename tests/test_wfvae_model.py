@@ -9,8 +9,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import DATA, SHARED, make_tiny_vae
 from wfvae import WFVAE, WFVAEConfig, crop_video, pad_video
-from wfvae.causal import StreamCache
-from wfvae.tiling import TileGrid
+from wfvae.models.causal import StreamCache
+from wfvae.inference.tiling import TileGrid
 
 TINY = os.path.join(DATA, "wfvae_tiny")
 TOL = 1e-5

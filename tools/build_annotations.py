@@ -3,7 +3,7 @@
     python tools/build_annotations.py /data/clips -o /data/clips/anno.json [--split-scenes] [--cut-threshold 0.5]
 
 Each entry has ``path`` (relative to ``--root``, default the first folder), ``cap``, ``resolution``,
-``num_frames``, ``fps``, ``motion_score`` and ``scene_cuts`` (see :mod:`opensora.annotations`). An existing
+``num_frames``, ``fps``, ``motion_score`` and ``scene_cuts`` (see :mod:`opensora.data.annotations`). An existing
 ``--output`` is kept unless ``--overwrite`` is given. A data file line
 ``/data/clips,/data/clips/anno.json`` then feeds :class:`opensora.data.OpenSoraDataModule`. Bad input prints one
 ``error:`` line and exits with status 2.
@@ -41,8 +41,8 @@ def _main(argv) -> int:
     outputs = Outputs(overwrite=args.overwrite)
     outputs.check(args.output, "annotation file", suffixes=(".json",))
 
-    from opensora.annotations import build_annotations
-    from wfvae.video_io import VideoReadError
+    from opensora.data.annotations import build_annotations
+    from wfvae.io.video import VideoReadError
 
     try:
         entries = build_annotations(args.folders, args.root, short_side=args.motion_size,

@@ -19,9 +19,10 @@ def _main(argv) -> int:
     p = ErrorParser(prog="eval_prompts", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="model folder (pipeline layout or model_index.json)")
     p.add_argument("--num", type=int, default=36,
-                   help="held-out prompts (opensora.synthetic.eval_prompts); 0 with --sensitivity or --ceiling only")
+                   help="held-out prompts (opensora.synthetic.shapes.eval_prompts); "
+                   "0 with --sensitivity or --ceiling only")
     p.add_argument("--tuning", action="store_true",
-                   help="prompts of TRAINING triples instead (opensora.synthetic.tuning_prompts), for choosing "
+                   help="prompts of TRAINING triples instead (opensora.synthetic.shapes.tuning_prompts), for choosing "
                         "--steps/--guidance without touching the held-out prompts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
@@ -35,7 +36,7 @@ def _main(argv) -> int:
                    help="also score VAE reconstructions of rendered held-out clips (the best reachable)")
     p.add_argument("--sensitivity", action="store_true",
                    help="also print how much the denoiser's prediction changes when only the colour, shape or "
-                        "motion of a caption changes (opensora.prompt_check.caption_sensitivity)")
+                        "motion of a caption changes (opensora.synthetic.prompt_check.caption_sensitivity)")
     args = p.parse_args(argv)
     if args.num < 0 or args.batch_size < 1:
         raise UsageError("--num must be >= 0 and --batch-size >= 1")
@@ -57,10 +58,10 @@ def _main(argv) -> int:
                              f"replace its files, or choose another folder")
         outputs.check_folder(args.save_videos, "--save-videos")
     device = str(parse_device(args.device))
-    from wfvae.checkpoint import write_json_atomic
-    from opensora.pipeline import OpenSoraPipeline
-    from opensora.prompt_check import caption_sensitivity, evaluate, format_report, vae_ceiling
-    from opensora.synthetic import eval_prompts, tuning_prompts
+    from wfvae.models.checkpoint import write_json_atomic
+    from opensora.pipelines.text_to_video import OpenSoraPipeline
+    from opensora.synthetic.prompt_check import caption_sensitivity, evaluate, format_report, vae_ceiling
+    from opensora.synthetic.shapes import eval_prompts, tuning_prompts
 
     start = time.time()
     try:
@@ -91,8 +92,8 @@ def _main(argv) -> int:
             print(f"  t={t:<4} " + "  ".join(f"{k} {v:.4f}" for k, v in row.items()))
     print(f"{args.model}: {time.time() - start:.0f} s on {args.device}")
     if args.save_videos:
-        from opensora.model_index import sampling_defaults
-        from wfvae.video_io import VideoWriter, to_tensor
+        from opensora.pipelines.defaults import sampling_defaults
+        from wfvae.io.video import VideoWriter, to_tensor
 
         fps = sampling_defaults(args.model).get("fps", 8.0)
 

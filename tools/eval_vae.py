@@ -5,9 +5,11 @@
 
 MODEL is a release folder (``config.json`` + safetensors), a weights file, or a training checkpoint (.ckpt of
 ``tools/train.py``; EMA weights). Prints the protocol, a table of PSNR / SSIM (and LPIPS with ``--lpips``, which
-needs the VGG16 + LPIPS weights, see ``wfvae/lpips.py``) per video with the mean, and writes the same as JSON with
+needs the VGG16 + LPIPS weights, see ``wfvae/training/lpips.py``) per video with the mean, and writes the same as JSON
+with
 ``--json`` (each row with its per-frame PSNR, ``frame_psnr``: a scene cut or a bad first frame shows there).
-``--i3d PATH`` (a TorchScript I3D, see ``wfvae.evaluation.load_i3d``) adds FVD over the whole set; ``--fvd`` without
+``--i3d PATH`` (a TorchScript I3D, see ``wfvae.evaluation.evaluate.load_i3d``) adds FVD over the whole set; ``--fvd``
+without
 ``--i3d`` is an error. An existing ``--json`` file is kept unless ``--overwrite``. Bad input: one ``error:`` line,
 exit code 2 (``wfvae.cli_support.run_cli``); on a terminal, a progress bar counts the videos.
 """
@@ -45,10 +47,10 @@ def _main(argv) -> int:
     args = p.parse_args(argv)
     from tqdm import tqdm
 
-    from wfvae.checkpoint import write_json_atomic
-    from wfvae.data import collect_files
-    from wfvae.evaluation import Protocol, evaluate, format_table, load_i3d
-    from wfvae.training import load_vae_weights
+    from wfvae.models.checkpoint import write_json_atomic
+    from wfvae.training.data import collect_files
+    from wfvae.evaluation.evaluate import Protocol, evaluate, format_table, load_i3d
+    from wfvae.training.module import load_vae_weights
 
     try:
         protocol = Protocol(args.frames, args.size, args.sample_rate, args.start, args.latent_chunk)
@@ -66,7 +68,7 @@ def _main(argv) -> int:
         vae = load_vae_weights(args.model).to(device=device, dtype=parse_dtype(args.dtype, device)).eval()
         lpips = None
         if args.lpips:
-            from wfvae.lpips import LPIPS
+            from wfvae.training.lpips import LPIPS
 
             lpips = LPIPS(heads_path=args.lpips_weights, backbone_path=args.lpips_backbone).to(device)
         i3d = load_i3d(args.i3d) if args.i3d else None

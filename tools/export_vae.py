@@ -35,9 +35,9 @@ def _main(argv) -> None:
     import torch
     from tqdm import tqdm
 
-    from wfvae.checkpoint import CONFIG_NAME, WEIGHTS_NAME
-    from wfvae.training import export_checkpoint
-    from wfvae.vae import WFVAE
+    from wfvae.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+    from wfvae.training.module import export_checkpoint
+    from wfvae.models.autoencoder import WFVAE
 
     outputs = Outputs(overwrite=True, inputs=[args.ckpt])
     files = [os.path.join(args.out_dir, name) for name in (WEIGHTS_NAME, CONFIG_NAME)]

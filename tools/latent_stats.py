@@ -1,5 +1,5 @@
 """Measure a WF-VAE's per-channel latent mean/std on videos and (with ``--write``) store them as the diffusion-space
-``shift`` / ``scale`` of its config.json (see :mod:`wfvae.latent_stats`).
+``shift`` / ``scale`` of its config.json (see :mod:`wfvae.evaluation.latent_stats`).
 
     python tools/latent_stats.py assets/models/opensora-t2v/vae /work/t2v_data/videos --max-files 200 --frames 17 \
         --size 96 --write
@@ -31,9 +31,9 @@ def _main(argv) -> int:
     from tqdm import tqdm
 
     from wfvae import WFVAE
-    from wfvae.data import collect_files
-    from wfvae.latent_stats import latent_statistics, write_latent_stats
-    from wfvae.video_io import VideoReadError, read_video
+    from wfvae.training.data import collect_files
+    from wfvae.evaluation.latent_stats import latent_statistics, write_latent_stats
+    from wfvae.io.video import VideoReadError, read_video
 
     if args.frames < 1 or (args.frames - 1) % 4:
         raise UsageError(f"--frames must be 1 + 4n, got {args.frames}")

@@ -1,4 +1,4 @@
-"""Write the synthetic captioned text-to-video training set of :mod:`opensora.synthetic`.
+"""Write the synthetic captioned text-to-video training set of :mod:`opensora.synthetic.shapes`.
 
     python tools/make_t2v_dataset.py OUT_DIR [--num-clips 3000] [--frames 17] [--size 96] [--fps 8] [--seed 0]
 
@@ -7,11 +7,12 @@ Writes into OUT_DIR:
 * ``videos/000000.mp4`` ...: H.264 clips of training triples only (never a held-out one), each with a ``.txt``
   beside it holding its first caption; crf 12 in yuv444p (~49 dB; 4:2:0 chroma would smear the saturated edges
   to ~36 dB);
-* ``train.json``: the annotation list read by ``opensora.data.load_entries`` (entries ``path`` relative to OUT_DIR,
+* ``train.json``: the annotation list read by ``opensora.data.datasets.load_entries`` (entries ``path`` relative to
+OUT_DIR,
   ``cap``: three captions from different training templates, ``resolution``, ``num_frames``, ``fps``, and the
   labels ``colour``, ``shape``, ``motion``, ``background``);
 * ``eval_prompts.txt`` (one prompt per line) and ``eval_prompts.json`` (``prompt``, ``colour``, ``motion``): prompts
-  about the held-out triples for the prompt-following check (:func:`opensora.synthetic.check`).
+  about the held-out triples for the prompt-following check (:func:`opensora.synthetic.shapes.check`).
 
 The output is generated data, not part of the repository: do not commit it. An existing data set in OUT_DIR is
 kept unless ``--overwrite`` is given; a failed or interrupted run removes the clips it wrote.
@@ -66,9 +67,9 @@ def _main(argv) -> int:
     import torch
     from tqdm import tqdm
 
-    from opensora.synthetic import captions, eval_prompts, random_spec, render_clip, train_triples
-    from wfvae.checkpoint import write_json_atomic
-    from wfvae.video_io import VideoWriter, to_tensor
+    from opensora.synthetic.shapes import captions, eval_prompts, random_spec, render_clip, train_triples
+    from wfvae.models.checkpoint import write_json_atomic
+    from wfvae.io.video import VideoWriter, to_tensor
 
     torch.set_num_threads(1)      # tiny tensors: threads only add overhead (and contend on a shared machine)
     outputs.make_folder(os.path.join(args.out_dir, "videos"))

@@ -87,7 +87,7 @@ def camera_clip(photo, rng: np.random.Generator, frames: int, size: int) -> "tor
     """One camera-motion clip over ``photo``: float (3, frames, size, size) in [-1, 1]."""
     from PIL import Image
 
-    from wfvae.video_io import to_tensor
+    from wfvae.io.video import to_tensor
 
     W, H = photo.size
     short = min(W, H)
@@ -146,7 +146,7 @@ def unique_name(path: str, used: set[str]) -> str:
 
 
 def write(path: str, clip: "torch.Tensor", fps: float = 25.0) -> None:
-    from wfvae.video_io import VideoWriter
+    from wfvae.io.video import VideoWriter
 
     with VideoWriter(path, fps=fps, crf=10, preset="medium") as writer:
         writer.write(clip)
@@ -179,7 +179,7 @@ def write_extra_photos(photos: list[str], args, rng: np.random.Generator) -> int
 
 def write_footage(args) -> int:
     """Resized, segmented and flipped copies of the ``--videos`` footage; returns how many clips were written."""
-    from wfvae.video_io import VideoReader
+    from wfvae.io.video import VideoReader
 
     count, used = 0, set()
     for path in args.videos:
@@ -219,7 +219,7 @@ def _main(argv) -> int:
     p.add_argument("--only-extra", action="store_true", help="skip the scikit-image photos and Big Buck Bunny")
     p.add_argument("--overwrite", action="store_true", help="replace clips of an earlier run in OUT_DIR")
     args = p.parse_args(argv)
-    from wfvae.video_io import VideoReader, VideoReadError
+    from wfvae.io.video import VideoReader, VideoReadError
 
     for path in args.videos:
         if os.path.basename(path) in HELD_OUT:

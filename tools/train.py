@@ -1,7 +1,7 @@
 """Training entry point (Lightning CLI): ``python tools/train.py fit --config configs/wfvae/tiny.yaml``.
 
 The model and data classes come from the config (``model.class_path`` / ``data.class_path``), so the same entry
-point trains the WF-VAE (``wfvae.training.WFVAETraining`` + ``wfvae.data.VideoDataModule``) and later models.
+point trains the WF-VAE (``wfvae.training.WFVAETraining`` + ``wfvae.training.VideoDataModule``) and later models.
 Any config value can be overridden on the command line, e.g.::
 
     python tools/train.py fit --config configs/wfvae/s8.yaml --model.init_from /ckpt/WF-VAE-S-8Chn \\
@@ -22,7 +22,7 @@ Errors follow :mod:`wfvae.cli_support`: bad arguments or bad data (a missing or 
 file that is not JSON, data of which not one file can be read) give one ``error:`` line and exit status 2 before
 any run folder is created (the data modules check their sources when they are built); a run that fails or is
 interrupted later leaves no log folder that holds nothing but its config. The progress bar counts optimizer steps
-(:class:`wfvae.progress.StepProgressBar`). ``--help`` is served from a cache (``~/.cache/wfvae-opensora/help``,
+(:class:`wfvae.training.progress.StepProgressBar`). ``--help`` is served from a cache (``~/.cache/wfvae-opensora/help``,
 keyed on the arguments, the package versions and the sources' modification times): building it imports Lightning,
 which takes seconds.
 """
@@ -128,11 +128,12 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             category=FutureWarning)
     # The denoiser and controller trainings hold their VAE, text encoder and base model frozen in eval mode on
-    # purpose (opensora.training, opensora.controller_training); the WF-VAE training has no such module.
+    # purpose (opensora.training.denoiser, opensora.training.controller); the WF-VAE training has no such module.
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training",
                             category=PossibleUserWarning)
     # A configured validation split that is empty is reported by the data modules themselves, naming the setting
-    # (wfvae.data_checks.NoValidationWarning); without one (val_fraction 0, no val_data) validation is off by choice.
+    # (wfvae.training.data_checks.NoValidationWarning); without one (val_fraction 0, no val_data) validation is off by
+    # choice.
     warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no `val_dataloader`",
                             category=PossibleUserWarning)
 
@@ -179,7 +180,7 @@ def build_cli_class(folders: RunFolders):
     from lightning.pytorch.callbacks import Callback, ProgressBar
     from lightning.pytorch.cli import LightningCLI
 
-    from wfvae.progress import StepProgressBar
+    from wfvae.training.progress import StepProgressBar
 
     class _Watch(Callback):
         def on_exception(self, trainer, pl_module, exception) -> None:

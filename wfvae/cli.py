@@ -21,9 +21,9 @@ import sys
 from pathlib import Path
 from typing import Iterator, Optional
 
-from .cli_support import (ErrorParser, Outputs, UsageError, check_finite_number, check_finite_tensor, commit,
+from wfvae.cli_support import (ErrorParser, Outputs, UsageError, check_finite_number, check_finite_tensor, commit,
                           parse_device, parse_dtype, run_cli, temp_path)
-from .latents_file import LATENTS_FORMAT, MAX_SIDE, latents_metadata, read_latents  # noqa: F401 (re-exported)
+from wfvae.io.latents_file import LATENTS_FORMAT, MAX_SIDE, latents_metadata, read_latents  # noqa: F401 (re-exported)
 
 __all__ = ["main", "build_parser", "read_latents", "ErrorParser", "UsageError", "LATENTS_FORMAT", "DEFAULT_MODEL"]
 
@@ -130,14 +130,14 @@ def _model_path(args) -> str:
 
 
 def _model_files(path: str):
-    from .checkpoint import CONFIG_NAME, WEIGHTS_NAME
+    from wfvae.models.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     return [path, os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, CONFIG_NAME)]
 
 
 def _load_model(path, device, dtype):
-    from .vae import WFVAE
+    from wfvae.models.autoencoder import WFVAE
 
     try:
         return WFVAE.from_pretrained(path, dtype=dtype, device=device)
@@ -148,7 +148,7 @@ def _load_model(path, device, dtype):
 
 def _plan(args, vae, height, width, num_latent, mode):
     """Chunk and tile sizes from the flags or the memory budget."""
-    from .memory import plan
+    from wfvae.inference.memory import plan
 
     if args.max_memory is None:
         return args.latent_chunk or 4, args.tile, args.tile_overlap, None
@@ -163,7 +163,7 @@ def _plan(args, vae, height, width, num_latent, mode):
 
 
 def _open_reader(args):
-    from .video_io import VideoReadError, VideoReader
+    from wfvae.io.video import VideoReadError, VideoReader
 
     if not os.path.isfile(args.input):
         raise UsageError(f"input not found: {args.input}")
@@ -185,7 +185,7 @@ def _aligned_video_chunks(reader, vae, latent_chunk, device, dtype) -> Iterator:
     """Reader frames, padded to 1 + 4n frames and multiples of 8, as encoder-aligned (1, 3, t, H', W') chunks."""
     import torch
 
-    from .padding import pad_video, padded_shape
+    from wfvae.inference.padding import pad_video, padded_shape
 
     total = padded_shape(reader.num_frames, 1, 1, vae.temporal_compression)[0]
     bounds = vae.video_chunk_bounds(total, latent_chunk)
@@ -229,7 +229,7 @@ class _Trim:
         """PSNR bookkeeping: ``pending`` holds input frames (3, t, H, W) not yet matched by output frames."""
         import torch
 
-        from .metrics import SSIM_WINDOW, frame_ssim
+        from wfvae.evaluation.metrics import SSIM_WINDOW, frame_ssim
 
         ref = torch.cat(self.pending, dim=1) if self.pending else output[:, :0]
         n = output.shape[1]
@@ -279,7 +279,7 @@ def _video_job(args, suffixes, mode):
 
 # ---------------------------------------------------------------------------------------------- commands
 def cmd_reconstruct(args) -> None:
-    from .video_io import VideoWriter
+    from wfvae.io.video import VideoWriter
 
     outputs, device, dtype, reader, vae, (k, tile, overlap) = _video_job(args, VIDEO_SUFFIXES, "decode")
     h, w = reader.size
@@ -329,7 +329,7 @@ def cmd_encode(args) -> None:
 
 
 def cmd_decode(args) -> None:
-    from .video_io import VideoWriter
+    from wfvae.io.video import VideoWriter
 
     outputs, model, device, dtype = _start(args, VIDEO_SUFFIXES)
     if not os.path.isfile(args.input):

@@ -211,7 +211,7 @@ def check_finite_tensor(tensor, what: str, outcome: str = "nothing was written")
     with ``outcome``: what the command did or did not write)."""
     import torch
 
-    from .checkpoint import is_finite  # one min/max pass, no mask: this runs on every decoded chunk
+    from wfvae.models.checkpoint import is_finite  # one min/max pass, no mask: this runs on every decoded chunk
 
     if is_finite(tensor):
         return

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from wfvae.checkpoint import (check_dtype, check_state_dict, is_finite, read_json_object, read_safetensors,
+from wfvae.models.checkpoint import (check_dtype, check_state_dict, is_finite, read_json_object, read_safetensors,
                               save_safetensors_atomic, write_json_atomic)
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "INDEX_NAME", "parse_size", "read_weights", "write_weights",

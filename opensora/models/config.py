@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from wfvae.checkpoint import config_from_dict, read_json_object
+from wfvae.models.checkpoint import config_from_dict, read_json_object
 from wfvae.cli_support import first_line
 
 CLASS_NAME = "OpenSoraT2V_v1_3"

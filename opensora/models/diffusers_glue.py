@@ -76,8 +76,8 @@ def register_blocks() -> None:
     """
     from diffusers.hooks._helpers import TransformerBlockMetadata, TransformerBlockRegistry
 
-    from .controlnet import ControlBlock
-    from .transformer import OpenSoraBlock
+    from opensora.models.structure_controller import ControlBlock
+    from opensora.models.transformer import OpenSoraBlock
 
     for block in (OpenSoraBlock, ControlBlock):
         TransformerBlockRegistry.register(block, TransformerBlockMetadata(return_hidden_states_index=0,

@@ -9,7 +9,8 @@ zero-initialised bias-free linear projection; the three token streams are summed
         + pos_embed_mask[1](pos_embed_mask[0](mask))                         # then as OpenSoraT2V
 
 ``s = vae_scale_factor_t`` (4): the pixel mask (1 = generate, 0 = keep) compressed to the latent grid with the 4
-video frames behind each latent frame as channels (:func:`opensora.masks.compress_mask`). The masked video is the
+video frames behind each latent frame as channels (:func:`opensora.pipelines.masks.compress_mask`). The masked video is
+the
 condition video with the generated frames set to 0 (``video * (mask < 0.5)``), encoded by the VAE and scaled to the
 diffusion space like the noisy latent. Parameter names follow the release, so its I2V checkpoints load as they are.
 
@@ -28,13 +29,13 @@ import torch
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from torch import nn
 
-from wfvae.checkpoint import read_json_object
+from wfvae.models.checkpoint import read_json_object
 
-from .checkpoint import CONFIG_NAME
-from .config import OpenSoraT2VConfig
-from .diffusers_glue import config_init
-from .embeddings import PatchEmbed
-from .transformer import OpenSoraT2V
+from opensora.models.checkpoint import CONFIG_NAME
+from opensora.models.config import OpenSoraT2VConfig
+from opensora.models.diffusers_glue import config_init
+from opensora.models.embeddings import PatchEmbed
+from opensora.models.transformer import OpenSoraT2V
 
 INPAINT_CLASS_NAME = "OpenSoraInpaint_v1_3"
 T2V_CLASS_NAME = "OpenSoraT2V_v1_3"
@@ -114,7 +115,8 @@ class OpenSoraInpaint(OpenSoraT2V):
 
         Every text-to-video tensor is copied; the masked-video patch embedding starts as a copy of ``pos_embed``
         (the release's rule), the mask patch embedding randomly (torch's default initialisation), both projections
-        at zero, so the result equals the text-to-video model on the noisy latent. Dtype and device follow ``t2v``; eval mode.
+        at zero, so the result equals the text-to-video model on the noisy latent. Dtype and device follow ``t2v``;
+        eval mode.
         """
         if isinstance(t2v, str):
             t2v = OpenSoraT2V.from_pretrained(t2v)

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import torch
 from einops import rearrange, repeat
 
-from .attention import PADDED_BIAS, key_bias, sdpa_attention
+from opensora.models.attention import PADDED_BIAS, key_bias, sdpa_attention
 
 Backend = Callable[..., torch.Tensor]
 

@@ -28,15 +28,15 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .attention import key_bias, sdpa_attention
-from .checkpoint import (CONFIG_NAME, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME, cast_state, check_dtype,
-                         check_save_args, check_state_dict, read_weights, resolve_load_args, weights_file,
-                         write_json_atomic, write_weights)
-from .config import OpenSoraT2VConfig
-from .diffusers_glue import DiffusersModel, config_init
-from .embeddings import (AdaLNSingle, CaptionProjection, PatchEmbed, PooledCaptionEmbedding, RoPE3D, rope_tables,
-                         rotate)
-from .skiparse import skiparse_attention
+from opensora.models.attention import key_bias, sdpa_attention
+from opensora.models.checkpoint import (
+    CONFIG_NAME, DEFAULT_MAX_SHARD_SIZE, INDEX_NAME, WEIGHTS_NAME, cast_state, check_dtype, check_save_args,
+    check_state_dict, read_weights, resolve_load_args, weights_file, write_json_atomic, write_weights)
+from opensora.models.config import OpenSoraT2VConfig
+from opensora.models.diffusers_glue import DiffusersModel, config_init
+from opensora.models.embeddings import (
+    AdaLNSingle, CaptionProjection, PatchEmbed, PooledCaptionEmbedding, RoPE3D, rope_tables, rotate)
+from opensora.models.skiparse import skiparse_attention
 
 Rope = Tuple[torch.Tensor, torch.Tensor]
 
@@ -271,7 +271,7 @@ class OpenSoraT2V(DiffusersModel):
             encoder_attention_mask: (B, 1, L) or (B, L), 1 = real token, 0 = padding; None = all real.
             attention_mask: latent mask (B, T, H, W), 1 = real, 0 = padding; None = all real.
             block_residuals: one entry per block, None or a tensor (B, N, D) added to that block's output
-                (a controller's features, see :mod:`opensora.models.controlnet`); None = no residuals.
+                (a controller's features, see :mod:`opensora.models.structure_controller`); None = no residuals.
             return_dict: return a ``Transformer2DModelOutput`` (else a one-element tuple).
 
         Returns:

@@ -1,0 +1,4 @@
+"""``python -m opensora.training export|cache ...``."""
+from opensora.training.denoiser import main
+
+raise SystemExit(main())

@@ -1,0 +1,522 @@
+"""Training the Open-Sora Plan v1.3 denoiser (text-to-video or image-condition) with Lightning.
+
+    python tools/train.py fit --config configs/opensora/tiny.yaml
+    python tools/train.py fit --config configs/opensora/t2v_v1_3.yaml --ckpt_path runs/t2v/checkpoints/last.ckpt
+    python -m opensora.training export runs/t2v/checkpoints/last.ckpt out/OpenSoraT2V [--no-ema]
+    python -m opensora.training cache --config configs/opensora/t2v_synthetic.yaml cache_dir   # latents + text
+
+One step, for latents x0 (B, C, t, h, w) (VAE-encoded ``video`` or cached ``latents``) and caption features::
+
+    t_i  ~ stratified: sample i of rank r (world W, batch B) in stratum [g, g+1) * 1000/(B W), g = r B + i
+           (optionally mapped to favour the noisier or cleaner steps, :func:`bias_timesteps`)
+    v:    x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps,   target = sqrt(a_t) eps - sqrt(1 - a_t) x0
+          (DDPM linear betas 1e-4..0.02 rescaled to zero terminal SNR, :func:`training_scheduler`)
+          weight = min(snr_t, gamma) / (snr_t + 1)        # min-SNR-gamma for v-prediction, snr_t = a_t / (1 - a_t)
+    flow: s = t/1000, x_s = (1 - s) x0 + s eps,  target = eps - x0,  weight = 1   (rectified flow)
+    loss = mean_i weight_i * sum(mask (pred - target)^2) / sum(mask)   # mask: batch["latent_mask"] (B, t, h, w)
+
+The image-condition model (:class:`~opensora.models.OpenSoraInpaint`) also gets the masked-video latent and the
+compressed mask: from ``batch["mask"]`` (B, 1, T, H, W) (1 = generate), the kept frames get condition noise
+(:func:`opensora.pipelines.masks.condition_noise`), are VAE-encoded, and the mask is compressed to the latent grid.
+
+An EMA copy of the denoiser (``ema_decay``) is updated right after every optimizer step (so a checkpoint written
+at that step holds it), saved in checkpoints (restored on resume with the step and the optimizer), validated
+(``val/loss_ema``) and exported by :func:`export`. Resume is exact (:mod:`wfvae.training.resume`): each step's random
+numbers derive from ``(seed, global_step, micro-batch, rank)`` and the data loader saves its place in the epoch.
+:func:`write_latent_cache` precomputes latents and caption features for small GPUs. Adaptive gradient clipping
+is the :class:`opensora.training.grad_clip.AdaptiveGradClip` callback; bf16 is the Trainer's
+``precision: bf16-mixed``. Captions are encoded here (``text_encoder``), not in the data loaders.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import os
+import sys
+from typing import Any, Dict, Iterable, Literal, Optional, Sequence, Tuple
+
+import lightning as L
+import torch
+
+from wfvae.training.resume import step_rng, training_step_seed
+from wfvae.training.module import lr_multiplier
+
+from opensora.training.controller import training_scheduler
+from opensora.pipelines.masks import compress_mask, condition_noise
+from opensora.models import OpenSoraInpaint, OpenSoraInpaintConfig, OpenSoraT2V, OpenSoraT2VConfig
+from opensora.pipelines.defaults import resolve_location
+from opensora.models.diffusers_glue import LORA_TARGETS, lora_config, save_lora_weights
+from opensora.models.inpaint import load_denoiser, read_denoiser_config
+from opensora.training.objectives import v_prediction
+
+FROZEN_PREFIXES = ("vae.",)
+
+
+def stratified_timesteps(batch: int, rank: int = 0, world: int = 1, num_steps: int = 1000,
+                         generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(B,) float times in [0, num_steps): sample ``i`` of ``rank`` uniform in its own stratum of the global batch
+    (``B * world`` equal strata), so every global batch covers the whole range."""
+    total = batch * world
+    index = rank * batch + torch.arange(batch, dtype=torch.float64)
+    u = torch.rand(batch, generator=generator, dtype=torch.float64)
+    return ((index + u) * num_steps / total).float()
+
+
+def bias_timesteps(times: torch.Tensor, strategy: str = "none", multiplier: float = 1.0, portion: float = 0.25,
+                   num_steps: int = 1000) -> torch.Tensor:
+    """Map uniform times in [0, num_steps) to a density ``multiplier`` times higher on the ``portion`` of the range
+    that ``strategy`` names: ``"later"`` (the noisiest steps, near ``num_steps``), ``"earlier"`` (the cleanest)
+    or ``"none"`` (unchanged) -- diffusers' ``timestep_bias_*`` training options, as an inverse CDF: the map is
+    monotone, so stratified times stay stratified.
+    """
+    if strategy not in ("none", "later", "earlier"):
+        raise ValueError(f"timestep_bias_strategy must be 'none', 'later' or 'earlier', got {strategy!r}")
+    if multiplier <= 0 or not 0.0 < portion < 1.0:
+        raise ValueError(f"need timestep_bias_multiplier > 0 and 0 < timestep_bias_portion < 1, "
+                         f"got {multiplier} and {portion}")
+    if strategy == "none" or multiplier == 1.0:
+        return times
+    u = times.double() / num_steps
+    if strategy == "earlier":                  # the mirror image of "later"
+        u = 1 - u
+    a = 1.0 - portion                          # the plain part [0, a) has density 1, [a, 1) density multiplier
+    mass = u * (a + multiplier * portion)
+    out = torch.where(mass < a, mass, a + (mass - a) / multiplier)
+    if strategy == "earlier":
+        out = 1 - out
+    return (out.clamp(0, 1 - 1e-9) * num_steps).to(times.dtype)
+
+
+def min_snr_weight(snr: torch.Tensor, gamma: Optional[float]) -> torch.Tensor:
+    """Min-SNR-gamma weight of the v-prediction loss, ``min(snr, gamma) / (snr + 1)`` (1 when gamma is None)."""
+    if gamma is None:
+        return torch.ones_like(snr)
+    return torch.clamp(snr, max=gamma) / (snr + 1)
+
+
+def build_config(pretrained: Optional[str], config: Optional[Dict[str, Any]], inpaint: bool) -> OpenSoraT2VConfig:
+    """The denoiser config a :class:`DenoiserTraining` builds (without weights)."""
+    if pretrained is not None:
+        base = read_denoiser_config(pretrained)
+        return OpenSoraInpaintConfig.from_t2v(base) if inpaint and not isinstance(base, OpenSoraInpaintConfig) else base
+    cls = OpenSoraInpaintConfig if inpaint else OpenSoraT2VConfig
+    return cls.from_dict(dict(config))
+
+
+class DenoiserTraining(L.LightningModule):
+    """Trains an :class:`~opensora.models.OpenSoraT2V` (or :class:`~opensora.models.OpenSoraInpaint`) denoiser.
+
+    Args:
+        pretrained: denoiser folder to start from (release layout); with ``inpaint`` a text-to-video folder is
+            turned into an image-condition model (:meth:`OpenSoraInpaint.from_t2v`). Or
+        model_config: config fields of a random denoiser (seeded by ``seed``).
+        inpaint: train the image-condition model.
+        vae, text_encoder, max_text_length: WF-VAE folder (for ``video`` batches) and text encoder folder
+            (for ``caption`` batches; without one, batches need ``text_embeds`` or get one zero token);
+            ``text_dtype`` its weights' dtype (``bfloat16`` for mT5-XXL on a GPU).
+        objective: ``"v"`` (v-prediction, zero-terminal-SNR DDPM) or ``"flow"`` (rectified flow).
+        snr_gamma: min-SNR-gamma (v only; None: unweighted).
+        stratified: stratified timesteps across ranks (else uniform).
+        timestep_bias_strategy, timestep_bias_multiplier, timestep_bias_portion: sample the ``"later"`` (noisier)
+            or ``"earlier"`` ``portion`` of the timesteps ``multiplier`` times more often (:func:`bias_timesteps`,
+            as diffusers' SDXL training options); ``"none"`` by default.
+        ema_decay: EMA decay (None: no EMA).
+        lr, weight_decay, betas, eps: AdamW.
+        warmup_steps, lr_schedule, min_lr_ratio: linear warm-up, then a constant rate or a cosine down to
+            ``min_lr_ratio * lr`` at ``trainer.max_steps`` (:func:`wfvae.training.module.lr_multiplier`).
+        gradient_checkpointing: recompute the blocks in backward.
+        seed: seeds the random denoiser, and the random numbers of every training step (timesteps, noise, VAE
+            posterior samples, condition noise, caption dropout, dropout) together with the step's
+            ``(global_step, micro-batch, rank)`` (:func:`wfvae.training.resume.step_rng`), so that a resumed run draws
+            what
+            the uninterrupted run draws.
+        export_dir: ``save_pretrained`` of the EMA (else the model) at the end of ``fit``.
+        cached_caption_dropout: for batches with cached ``text_embeds`` (a latent cache), the probability of
+            replacing a sample's caption by the empty caption (classifier-free guidance; needs ``text_encoder``).
+        lora_rank, lora_alpha, lora_targets: train a PEFT LoRA adapter of this rank (scale ``alpha / rank``; alpha
+            defaults to the rank) on the ``lora_targets`` modules (default: every attention projection) and freeze
+            every base weight; ``export_dir`` and ``export --lora`` then write only the adapter
+            (``pytorch_lora_weights.safetensors``, diffusers' ``load_lora_weights`` layout).
+
+    ``vae`` and ``text_encoder`` may be ``package:NAME/SUBFOLDER`` (a folder inside an installed Python package,
+    :func:`opensora.pipelines.defaults.resolve_location`).
+    """
+
+    def __init__(self, pretrained: Optional[str] = None, model_config: Optional[Dict[str, Any]] = None,
+                 inpaint: bool = False, vae: Optional[str] = None, text_encoder: Optional[str] = None,
+                 max_text_length: int = 512, text_dtype: str = "float32", objective: str = "v",
+                 snr_gamma: Optional[float] = 5.0,
+                 stratified: bool = True, timestep_bias_strategy: str = "none",
+                 timestep_bias_multiplier: float = 1.0, timestep_bias_portion: float = 0.25,
+                 ema_decay: Optional[float] = 0.9999, lr: float = 1e-5,
+                 weight_decay: float = 1e-2, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 warmup_steps: int = 0, lr_schedule: Literal["constant", "cosine"] = "constant",
+                 min_lr_ratio: float = 0.0, gradient_checkpointing: bool = False, seed: int = 0,
+                 export_dir: Optional[str] = None, cached_caption_dropout: float = 0.0,
+                 lora_rank: Optional[int] = None, lora_alpha: Optional[float] = None,
+                 lora_targets: Sequence[str] = LORA_TARGETS):
+        super().__init__()
+        self.save_hyperparameters()
+        if objective not in ("v", "flow"):
+            raise ValueError(f"objective must be 'v' or 'flow', got {objective!r}")
+        bias_timesteps(torch.zeros(1), timestep_bias_strategy, timestep_bias_multiplier,
+                       timestep_bias_portion)  # checks the three settings now rather than at the first step
+        lr_multiplier(0, schedule=lr_schedule)  # checks the schedule name now
+        if (pretrained is None) == (model_config is None):
+            raise ValueError("give exactly one of pretrained (a model folder) and model_config (a random model)")
+        if pretrained is not None:
+            model = load_denoiser(pretrained)
+            if inpaint and not isinstance(model, OpenSoraInpaint):
+                model = OpenSoraInpaint.from_t2v(model)
+        else:
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                cls = OpenSoraInpaint if inpaint else OpenSoraT2V
+                model = cls(build_config(None, model_config, inpaint))
+        if inpaint != isinstance(model, OpenSoraInpaint):
+            raise ValueError(f"{pretrained} is an image-condition model: set inpaint: true")
+        if lora_rank is not None:
+            model.requires_grad_(False)
+            model.add_adapter(lora_config(lora_rank, lora_alpha, lora_targets))  # only adapter weights train
+        self.model = model.train()
+        self.model.enable_gradient_checkpointing(gradient_checkpointing)
+        self.ema = copy.deepcopy(model).requires_grad_(False).eval() if ema_decay is not None else None
+        self.vae = None
+        if vae is not None:
+            from wfvae import WFVAE
+
+            self.vae = WFVAE.from_pretrained(resolve_location(vae)).requires_grad_(False).eval()
+        if not 0.0 <= cached_caption_dropout < 1.0:
+            raise ValueError(f"cached_caption_dropout must be in [0, 1), got {cached_caption_dropout}")
+        if cached_caption_dropout > 0 and text_encoder is None:
+            raise ValueError("cached_caption_dropout needs a text_encoder (to encode the empty caption)")
+        self._text_encoder = None
+        self._null_caption = None
+        self.scheduler = training_scheduler()
+        self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
+        self.strict_loading = False  # checkpoints leave the VAE out
+
+    # ------------------------------------------------------------------ frozen parts, EMA, optimiser
+    def train(self, mode: bool = True) -> "DenoiserTraining":
+        super().train(mode)
+        for frozen in (self.ema, self.vae):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
+            del state[key]
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """``ema <- decay * ema + (1 - decay) * model`` for every parameter."""
+        ema = [p for p in self.ema.parameters()]
+        model = [p.detach().to(e.dtype) for p, e in zip(self.model.parameters(), ema)]
+        torch._foreach_lerp_(ema, model, 1.0 - float(self.hparams.ema_decay))
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimizer step, then the EMA update: both are done when a checkpoint is saved in a callback's
+        ``on_train_batch_end`` (callbacks run before the module's own ``on_train_batch_end``)."""
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.update_ema()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, betas=tuple(hp.betas),
+                                      eps=hp.eps)
+        total = self.trainer.max_steps if self._trainer is not None else None
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(
+            lr_multiplier, warmup_steps=max(int(hp.warmup_steps), 0), schedule=hp.lr_schedule, total_steps=total,
+            min_ratio=hp.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_train_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            if self.hparams.get("lora_rank") is not None:
+                save_lora_weights(self.ema or self.model, self.hparams.export_dir)
+            else:
+                (self.ema or self.model).save_pretrained(self.hparams.export_dir)
+
+    # ------------------------------------------------------------------ batch preparation
+    @torch.no_grad()
+    def encode_video(self, video: torch.Tensor) -> torch.Tensor:
+        if self.vae is None:
+            raise ValueError("the batch has no latents: give the module a vae to encode its videos")
+        return self.vae.scale_latents(self.vae.encode(video.to(self.vae.dtype)).latent_dist.sample().float())
+
+    @torch.no_grad()
+    def captions_of(self, batch: Dict[str, Any], size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, L, D) caption features and (B, L) mask: cached, encoded, or one zero token without an encoder."""
+        if "text_embeds" in batch:
+            embeds, mask = batch["text_embeds"], batch["text_mask"]
+            p = self.hparams.cached_caption_dropout
+            if p > 0 and self.training:
+                drop = torch.rand(embeds.shape[0], device=embeds.device) < p
+                if drop.any():
+                    null, null_mask = self.null_caption(embeds.shape[1])
+                    embeds = torch.where(drop[:, None, None], null.to(embeds.dtype), embeds)
+                    mask = torch.where(drop[:, None], null_mask.to(mask.dtype), mask)
+            return embeds, mask
+        if self.hparams.text_encoder is not None:
+            embeds, mask = self.text_encoder.encode(list(batch.get("caption") or [""] * size))
+            return embeds.float(), mask
+        width = self.model.config.caption_channels
+        return torch.zeros(size, 1, width, device=self.device), torch.ones(size, 1, device=self.device)
+
+    @property
+    def text_encoder(self):
+        """The caption encoder (loaded on first use, kept out of checkpoints)."""
+        if self._text_encoder is None:
+            from opensora.text.encoders import TextEncoder
+
+            self._text_encoder = TextEncoder.from_pretrained(
+                resolve_location(self.hparams.text_encoder), self.hparams.max_text_length,
+                getattr(torch, self.hparams.text_dtype))
+        self._text_encoder.to(self.device)
+        return self._text_encoder
+
+    @torch.no_grad()
+    def null_caption(self, length: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(1, length, D) features and (1, length) mask of the empty caption, padded like the cached ones."""
+        if self._null_caption is None:
+            embeds, mask = self.text_encoder.encode([""])
+            self._null_caption = (embeds.float(), mask)
+        embeds, mask = (t.to(self.device) for t in self._null_caption)
+        if embeds.shape[1] < length:
+            pad = length - embeds.shape[1]
+            embeds = torch.cat([embeds, embeds.new_zeros(1, pad, embeds.shape[2])], dim=1)
+            mask = torch.cat([mask, mask.new_zeros(1, pad)], dim=1)
+        return embeds[:, :length], mask[:, :length]
+
+    @torch.no_grad()
+    def conditions_of(self, batch: Dict[str, Any], latents: torch.Tensor) -> torch.Tensor:
+        """(B, C + s, t, h, w) masked-video latent + compressed mask of the image-condition model."""
+        if "masked_latents" in batch:
+            return torch.cat([batch["masked_latents"].float(), batch["compressed_mask"].float()], dim=1)
+        s = self.model.config.vae_scale_factor_t
+        if "video" not in batch:
+            b, _, t, h, w = latents.shape
+            return torch.cat([torch.zeros_like(latents), latents.new_ones(b, s, t, h, w)], dim=1)
+        video = batch["video"]
+        mask = batch.get("mask")
+        if mask is None:
+            mask = video.new_ones(video.shape[0], 1, *video.shape[2:])
+        masked = condition_noise(video * (mask < 0.5), mask)
+        stride_hw = video.shape[-1] // latents.shape[-1]
+        return torch.cat([self.encode_video(masked), compress_mask(mask.float(), s, stride_hw)], dim=1)
+
+    # ------------------------------------------------------------------ objective
+    def timesteps(self, batch: int) -> torch.Tensor:
+        """(B,) continuous times in [0, 1000) (stratified across ranks, or uniform; then the timestep bias)."""
+        hp = self.hparams
+        if hp.stratified:
+            world = self.trainer.world_size if self._trainer is not None else 1
+            rank = self.trainer.global_rank if self._trainer is not None else 0
+            times = stratified_timesteps(batch, rank, world)
+        else:
+            times = torch.rand(batch) * 1000
+        return bias_timesteps(times, hp.timestep_bias_strategy, hp.timestep_bias_multiplier,
+                              hp.timestep_bias_portion).to(self.device)
+
+    def diffusion_loss(self, batch: Dict[str, Any], model: Optional[torch.nn.Module] = None) -> torch.Tensor:
+        model = model if model is not None else self.model
+        latents = batch["latents"].float() if "latents" in batch else self.encode_video(batch["video"])
+        b = latents.shape[0]
+        text, text_mask = self.captions_of(batch, b)
+        times = self.timesteps(b)
+        noise = torch.randn_like(latents)
+        if self.hparams.objective == "v":
+            steps = times.long().clamp(0, 999)
+            noisy, target, acp = v_prediction(self.alphas_cumprod, latents, noise, steps)
+            snr = acp / (1 - acp).clamp(min=1e-12)
+            weight = min_snr_weight(snr, self.hparams.snr_gamma)
+            model_t = steps.float()
+        else:
+            s = (times / 1000).view(b, 1, 1, 1, 1)
+            noisy, target = (1 - s) * latents + s * noise, noise - latents
+            weight, model_t = torch.ones(b, device=latents.device), times
+        inputs = noisy
+        if isinstance(model, OpenSoraInpaint):
+            inputs = torch.cat([noisy, self.conditions_of(batch, latents)], dim=1)
+        latent_mask = batch.get("latent_mask")
+        pred = model(inputs, model_t, text, text_mask, attention_mask=latent_mask).sample
+        err = (pred[:, :latents.shape[1]].float() - target) ** 2
+        if latent_mask is None:
+            per_sample = err.flatten(1).mean(1)
+        else:
+            m = latent_mask.float()[:, None].expand_as(err)
+            per_sample = (err * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
+        return (weight * per_sample).mean()
+
+    # ------------------------------------------------------------------ steps
+    @staticmethod
+    def _size(batch: Dict[str, Any]) -> int:
+        return len(batch["latents"] if "latents" in batch else batch["video"])
+
+    def training_step(self, batch: Optional[Dict[str, Any]], batch_idx: int):
+        if batch is None:
+            return None
+        with step_rng(self.device, *training_step_seed(self, self.hparams.seed, batch_idx)):
+            loss = self.diffusion_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=self._size(batch))
+        return loss
+
+    def validation_step(self, batch: Optional[Dict[str, Any]], batch_idx: int):
+        if batch is None:
+            return None
+        models = {"val/loss": self.model} | ({"val/loss_ema": self.ema} if self.ema is not None else {})
+        for name, model in models.items():
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(batch_idx)
+                loss = self.diffusion_loss(batch, model)
+            self.log(name, loss, batch_size=self._size(batch), sync_dist=True)
+
+
+@torch.no_grad()
+def write_latent_cache(module: DenoiserTraining, loader: Iterable[Dict[str, Any]], folder: str,
+                       all_captions: bool = False) -> int:
+    """Encode every batch of ``loader`` once (videos with the module's VAE, captions with its text encoder, and for
+    the image-condition model the masked-video latent and compressed mask) into one ``.safetensors`` per sample,
+    read back by :class:`opensora.data.datasets.LatentCacheDataset` (``data.cache``). Use a loader without caption
+    dropout;
+    the condition noise and masks drawn here are then fixed. With ``all_captions`` a sample with several captions
+    (``batch["captions"]``) gives one item per caption, sharing the latents (the video is encoded once).
+    Returns the number of items written."""
+    from opensora.data.datasets import save_cache_item
+
+    count = 0
+    for batch in loader:
+        if batch is None:
+            continue
+        if "latents" in batch:
+            latents = batch["latents"].float()
+        else:
+            latents = module.encode_video(batch["video"].to(module.device))
+        items = {"latents": latents}
+        if isinstance(module.model, OpenSoraInpaint):
+            cond = module.conditions_of({k: v.to(module.device) if torch.is_tensor(v) else v for k, v in batch.items()},
+                                        latents)
+            items["masked_latents"], items["compressed_mask"] = cond.split(
+                [latents.shape[1], cond.shape[1] - latents.shape[1]], dim=1)
+        if all_captions and "captions" in batch:
+            pairs = [(i, cap) for i, caps in enumerate(batch["captions"]) for cap in caps]
+            index = torch.tensor([i for i, _ in pairs], device=latents.device)
+            items = {k: v[index] for k, v in items.items()}
+            text, mask = module.captions_of({"caption": [cap for _, cap in pairs]}, len(pairs))
+        else:
+            text, mask = module.captions_of(batch, latents.shape[0])
+        items.update(text_embeds=text, text_mask=mask)
+        latents = items["latents"]
+        for i in range(latents.shape[0]):
+            save_cache_item(os.path.join(folder, f"{count:08d}.safetensors"), **{k: v[i] for k, v in items.items()})
+            count += 1
+    return count
+
+
+def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str = "10GB",
+           lora: bool = False) -> OpenSoraT2V:
+    """Write the EMA (or the trained) denoiser of a :class:`DenoiserTraining` checkpoint to ``folder`` in the
+    release layout (``config.json`` + safetensors, sharded above ``max_shard_size``); with ``lora`` (a run with
+    ``lora_rank``) only its adapter, as ``pytorch_lora_weights.safetensors``."""
+    data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
+        raise ValueError(f"{checkpoint} is not a denoiser training checkpoint (no state_dict / hyper_parameters)")
+    hp = data["hyper_parameters"]
+    prefix = "ema." if ema and hp.get("ema_decay") is not None else "model."
+    state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+    config = build_config(hp.get("pretrained"), hp.get("model_config"), bool(hp.get("inpaint")))
+    rank = hp.get("lora_rank")
+    if lora and rank is None:
+        raise ValueError(f"{checkpoint} was not trained with lora_rank: export it without --lora")
+    if rank is not None and not lora:
+        raise ValueError(f"{checkpoint} trained a LoRA adapter (lora_rank {rank}): export it with --lora")
+    with torch.device("meta"):
+        model = (OpenSoraInpaint if isinstance(config, OpenSoraInpaintConfig) else OpenSoraT2V)(config)
+        if lora:
+            model.add_adapter(lora_config(rank, hp.get("lora_alpha"), hp.get("lora_targets") or LORA_TARGETS))
+    model.load_state_dict(state, strict=True, assign=True)
+    if lora:
+        save_lora_weights(model, folder)
+    else:
+        model.save_pretrained(folder, max_shard_size)
+    return model
+
+
+def cache_from_config(config: str, folder: str, batch_size: Optional[int] = None, all_captions: bool = False) -> int:
+    """Write the latent cache of a training config's ``data`` (no caption dropout, every sample once) with its
+    ``model``'s VAE and text encoder into ``folder``; train on it with ``data.init_args.cache: folder``."""
+    from omegaconf import OmegaConf
+    from tqdm import tqdm
+
+    from opensora.data.datasets import OpenSoraDataModule
+
+    cfg = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
+    model_args = dict(cfg["model"].get("init_args", {}))
+    data_args = dict(cfg["data"].get("init_args", {}))
+    model_args.update(ema_decay=None, export_dir=None, cached_caption_dropout=0.0)
+    data_args.update(cache=None, caption_dropout=0.0, num_workers=0, val_data=None, drop_last=False)
+    if batch_size is not None:
+        data_args["batch_size"] = batch_size
+    if data_args.get("data") is None:
+        raise ValueError(f"{config}: data.init_args.data (the annotation data) is needed to build a cache")
+    module = DenoiserTraining(**model_args).eval()
+    data = OpenSoraDataModule(**data_args)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    return write_latent_cache(module, tqdm(loader, desc="caching", unit="batch"), folder, all_captions)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from wfvae.cli_support import ErrorParser, Outputs, UsageError, run_cli
+
+    parser = ErrorParser(prog="python -m opensora.training",
+                         description="Export a denoiser training checkpoint to the release layout, or "
+                                     "precompute the latent cache of a training config.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ErrorParser)
+    ca = sub.add_parser("cache", help="training config -> folder of cached latents and caption features")
+    ca.add_argument("--config", required=True, help="the training YAML (its model.init_args and data.init_args)")
+    ca.add_argument("folder")
+    ca.add_argument("--batch-size", type=int, default=None)
+    ca.add_argument("--all-captions", action="store_true",
+                    help="one item per caption of each entry (the video is encoded once)")
+    ex = sub.add_parser("export", help="checkpoint -> model folder (EMA weights unless --no-ema)")
+    ex.add_argument("checkpoint")
+    ex.add_argument("folder")
+    ex.add_argument("--no-ema", action="store_true")
+    ex.add_argument("--max-shard-size", default="10GB")
+    ex.add_argument("--lora", action="store_true",
+                    help="write only the LoRA adapter (pytorch_lora_weights.safetensors) of a lora_rank run")
+    for p in (ca, ex):
+        p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+
+    def run() -> None:
+        args = parser.parse_args(argv)
+        source = args.config if args.command == "cache" else args.checkpoint
+        if not os.path.isfile(source):
+            raise UsageError(f"{'config' if args.command == 'cache' else 'checkpoint'} not found: {source}")
+        if args.command == "cache" and args.batch_size is not None and args.batch_size < 1:
+            raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if os.path.exists(args.folder) and not os.path.isdir(args.folder):
+            raise UsageError(f"{args.folder} exists and is not a folder")
+        if os.path.isdir(args.folder) and os.listdir(args.folder) and not args.overwrite:
+            raise UsageError(f"{args.folder} is not empty: pass --overwrite to write into it, or choose another folder")
+        outputs = Outputs(overwrite=args.overwrite, inputs=[source])
+        outputs.check_folder(args.folder)
+        outputs.make_folder(args.folder)
+        if args.command == "cache":
+            count = cache_from_config(args.config, args.folder, args.batch_size, args.all_captions)
+            print(f"{args.folder}: {count} cached samples")
+        else:
+            export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size,
+                   lora=args.lora)
+            print(f"{args.folder}: exported the denoiser")
+
+    return run_cli(run)
+
+if __name__ == "__main__":
+    sys.exit(main())
