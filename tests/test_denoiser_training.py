@@ -129,7 +129,7 @@ class Snapshot(L.Callback):
 
     def on_train_start(self, trainer, module):
         self.step = trainer.global_step
-        self.ema = {k: v.clone() for k, v in module.ema.state_dict().items()}
+        self.ema = {k: v.clone() for k, v in module.ema.module.state_dict().items()}
         self.model = {k: v.clone() for k, v in module.model.state_dict().items()}
         self.optimizer = copy.deepcopy(trainer.optimizers[0].state_dict())
 
@@ -151,9 +151,9 @@ def fit(tmp_path, max_steps, ckpt_path=None):
 def test_resume_restores_step_optimizer_and_ema_then_export(tmp_path):
     module, trainer, snap, _ = fit(tmp_path, 3)
     assert trainer.global_step == 3
-    assert not torch.equal(module.ema.pos_embed.proj.weight, snap.ema["pos_embed.proj.weight"])  # EMA moved
-    assert not torch.equal(module.ema.pos_embed.proj.weight, module.model.pos_embed.proj.weight)
-    ema = {k: v.clone() for k, v in module.ema.state_dict().items()}
+    assert not torch.equal(module.ema.module.pos_embed.proj.weight, snap.ema["pos_embed.proj.weight"])  # EMA moved
+    assert not torch.equal(module.ema.module.pos_embed.proj.weight, module.model.pos_embed.proj.weight)
+    ema = {k: v.clone() for k, v in module.ema.module.state_dict().items()}
     model = {k: v.clone() for k, v in module.model.state_dict().items()}
     ckpt = str(tmp_path / "ckpt" / "last.ckpt")
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -170,7 +170,7 @@ def test_resume_restores_step_optimizer_and_ema_then_export(tmp_path):
     out = tmp_path / "export"
     export(str(tmp_path / "ckpt" / "last.ckpt"), str(out))
     loaded = OpenSoraT2V.from_pretrained(str(out))
-    assert all(torch.equal(v, resumed.ema.state_dict()[k]) for k, v in loaded.state_dict().items())
+    assert all(torch.equal(v, resumed.ema.module.state_dict()[k]) for k, v in loaded.state_dict().items())
     assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "e2")]) == 2
     assert main(["export", ckpt, str(out)]) == 2  # the folder holds the first export: --overwrite needed
     assert main(["export", ckpt, str(out), "--overwrite"]) == 0

@@ -141,3 +141,18 @@ def test_pipeline_lora_weights_save_load_unload(tmp_path):
                           atol=1e-6, rtol=0)
     fresh.unload_lora_weights()
     assert torch.equal(fresh("a red ball", generator=_gen(), output_type="latent", **SMALL).frames, ref)
+
+
+def test_importing_a_pipeline_class_registers_all_three_with_diffusers():
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import opensora.pipelines\n"
+            "assert 'torch' not in sys.modules  # the package itself is light (the CLI reads its defaults)\n"
+            "import diffusers\n"
+            "from opensora.pipelines import OpenSoraPipeline\n"
+            "for name in ('OpenSoraPipeline', 'OpenSoraImageToVideoPipeline', 'OpenSoraControlPipeline'):\n"
+            "    assert getattr(diffusers, name) is getattr(opensora.pipelines, name), name\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

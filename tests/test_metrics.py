@@ -32,11 +32,12 @@ def test_psnr_formula():
     assert frame_psnr(_from_uint8(a), _from_uint8(a))[0, 0].item() == pytest.approx(100.0)  # MSE floor
 
 
-def test_ssim_matches_skimage():
+@pytest.mark.parametrize("size", [(24, 30), (11, 11), (33, 97)])
+def test_ssim_matches_skimage(size):
     from skimage.metrics import structural_similarity
 
     rng = np.random.default_rng(1)
-    a = rng.integers(0, 256, size=(2, 24, 30, 3), dtype=np.uint8)
+    a = rng.integers(0, 256, size=(2, *size, 3), dtype=np.uint8)
     b = np.clip(a.astype(int) + rng.normal(0, 25, size=a.shape), 0, 255).astype(np.uint8)
     got = frame_ssim(_from_uint8(a), _from_uint8(b))[0]
     for t in range(2):

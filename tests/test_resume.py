@@ -154,7 +154,8 @@ def test_wfvae_resume_is_exact(tmp_path, clips):
 
 # ---------------------------------------------------------------------------------------------- controller
 def test_structure_controller_resume_is_exact(tmp_path):
-    from opensora.training.controller import StructureControllerTraining, SyntheticControlData
+    from opensora.synthetic.control_data import SyntheticControlData
+    from opensora.training.controller import StructureControllerTraining
 
     def make_module():  # random timesteps, noise and partial frame masks
         torch.manual_seed(0)  # the fresh controller's initial weights

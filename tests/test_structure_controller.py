@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import DATA
-from opensora.training.controller import (StructureControllerTraining, SyntheticControlData, SyntheticControlDataset,
-                                          export_controller)
+from opensora.synthetic.control_data import SyntheticControlData, SyntheticControlDataset
+from opensora.training.controller import StructureControllerTraining, export_controller
 from opensora.models import (ControlledDenoiser, OpenSoraInpaint, OpenSoraT2V, OpenSoraT2VConfig, StructureController,
                              StructureControllerConfig, latent_frame_mask)
 

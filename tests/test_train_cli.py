@@ -173,7 +173,7 @@ def test_tiny_configs_use_the_bundled_clip(capsys):
             entries = load_entries(os.path.join(ROOT, data["data"]))
             assert {os.path.realpath(e["path"]) for e in entries} == {os.path.realpath(CLIP)}
         else:  # synthetic data, generated in memory
-            assert cfg["data"]["class_path"] == "opensora.training.controller.SyntheticControlData"
+            assert cfg["data"]["class_path"] == "opensora.synthetic.control_data.SyntheticControlData"
 
 
 def test_tiny_vae_config_fits_and_saves_last_ckpt(work, capsys):

@@ -137,6 +137,12 @@ def test_loss_helpers():
     x = torch.rand(2, 3, 64, 64)
     assert torch.allclose(ms_ssim(x, x), torch.ones(2), atol=1e-5)
     assert (ms_ssim(x, (x + 0.3 * torch.randn_like(x)).clamp(0, 1)) < 0.9).all()
+    # small crops use fewer scales and still give finite gradients; too small a crop is refused
+    y = torch.rand(2, 3, 16, 24, requires_grad=True)
+    (1 - ms_ssim(y, (y.detach() + 0.05).clamp(0, 1))).sum().backward()
+    assert torch.isfinite(y.grad).all() and y.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="MS-SSIM"):
+        ms_ssim(torch.rand(1, 3, 6, 6), torch.rand(1, 3, 6, 6))
 
 
 def test_lpips_random_backbone_and_missing_weights(monkeypatch, tmp_path):

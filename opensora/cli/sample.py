@@ -337,8 +337,8 @@ def _metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, model_dirs) -> dict
 def cmd_sample(args) -> None:
     import torch
 
-    from opensora.pipelines.conditions import (
-        OpenSoraControlPipeline, OpenSoraImageToVideoPipeline, check_condition_args, condition_arguments)
+    from opensora.cli.conditions import check_condition_args, condition_arguments
+    from opensora.pipelines.conditions import OpenSoraControlPipeline, OpenSoraImageToVideoPipeline
     from opensora.models import StructureController, load_denoiser
     from opensora.models.inpaint import OpenSoraInpaintConfig
     from opensora.pipelines.text_to_video import OpenSoraPipeline, load_text_encoder

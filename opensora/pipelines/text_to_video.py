@@ -1,6 +1,6 @@
 """Text-to-video with Open-Sora Plan v1.3: a diffusers pipeline (the call follows diffusers' Wan pipeline).
 
-    import opensora.pipelines.text_to_video  # registers the Open-Sora pipelines with diffusers
+    from opensora.pipelines import OpenSoraPipeline  # importing a pipeline class registers them with diffusers
     from diffusers import DiffusionPipeline
     from diffusers.utils import export_to_video
 

@@ -29,8 +29,6 @@ is the :class:`opensora.training.grad_clip.AdaptiveGradClip` callback; bf16 is t
 """
 from __future__ import annotations
 
-import argparse
-import copy
 import functools
 import os
 import sys
@@ -39,6 +37,7 @@ from typing import Any, Dict, Iterable, Literal, Optional, Sequence, Tuple
 import lightning as L
 import torch
 
+from wfvae.training.ema import ema_copy, ema_weights
 from wfvae.training.resume import step_rng, training_step_seed
 from wfvae.training.module import lr_multiplier
 
@@ -181,7 +180,7 @@ class DenoiserTraining(L.LightningModule):
             model.add_adapter(lora_config(lora_rank, lora_alpha, lora_targets))  # only adapter weights train
         self.model = model.train()
         self.model.enable_gradient_checkpointing(gradient_checkpointing)
-        self.ema = copy.deepcopy(model).requires_grad_(False).eval() if ema_decay is not None else None
+        self.ema = ema_copy(model, ema_decay) if ema_decay is not None else None
         self.vae = None
         if vae is not None:
             from wfvae import WFVAE
@@ -210,19 +209,12 @@ class DenoiserTraining(L.LightningModule):
         for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
             del state[key]
 
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        """``ema <- decay * ema + (1 - decay) * model`` for every parameter."""
-        ema = [p for p in self.ema.parameters()]
-        model = [p.detach().to(e.dtype) for p, e in zip(self.model.parameters(), ema)]
-        torch._foreach_lerp_(ema, model, 1.0 - float(self.hparams.ema_decay))
-
     def optimizer_step(self, *args, **kwargs) -> None:
         """The optimizer step, then the EMA update: both are done when a checkpoint is saved in a callback's
         ``on_train_batch_end`` (callbacks run before the module's own ``on_train_batch_end``)."""
         super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
-            self.update_ema()
+            self.ema.update_parameters(self.model)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -238,9 +230,9 @@ class DenoiserTraining(L.LightningModule):
     def on_train_end(self) -> None:
         if self.hparams.export_dir and self.trainer.is_global_zero:
             if self.hparams.get("lora_rank") is not None:
-                save_lora_weights(self.ema or self.model, self.hparams.export_dir)
+                save_lora_weights(self.ema.module if self.ema else self.model, self.hparams.export_dir)
             else:
-                (self.ema or self.model).save_pretrained(self.hparams.export_dir)
+                (self.ema.module if self.ema else self.model).save_pretrained(self.hparams.export_dir)
 
     # ------------------------------------------------------------------ batch preparation
     @torch.no_grad()
@@ -369,7 +361,7 @@ class DenoiserTraining(L.LightningModule):
     def validation_step(self, batch: Optional[Dict[str, Any]], batch_idx: int):
         if batch is None:
             return None
-        models = {"val/loss": self.model} | ({"val/loss_ema": self.ema} if self.ema is not None else {})
+        models = {"val/loss": self.model} | ({"val/loss_ema": self.ema.module} if self.ema is not None else {})
         for name, model in models.items():
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(batch_idx)
@@ -427,8 +419,9 @@ def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str =
     if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
         raise ValueError(f"{checkpoint} is not a denoiser training checkpoint (no state_dict / hyper_parameters)")
     hp = data["hyper_parameters"]
-    prefix = "ema." if ema and hp.get("ema_decay") is not None else "model."
-    state = {k[len(prefix):]: v for k, v in data["state_dict"].items() if k.startswith(prefix)}
+    use_ema = ema and hp.get("ema_decay") is not None
+    state = ema_weights(data["state_dict"]) if use_ema else {}
+    state = state or {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
     config = build_config(hp.get("pretrained"), hp.get("model_config"), bool(hp.get("inpaint")))
     rank = hp.get("lora_rank")
     if lora and rank is None:

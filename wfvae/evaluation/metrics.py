@@ -8,13 +8,13 @@ as the frames a viewer would see; PSNR and SSIM are computed per frame and avera
 * SSIM of a frame: Gaussian window 11x11, sigma 1.5, K1 0.01, K2 0.03, data range 1, population statistics,
   mean over the valid region and the three channels: the same numbers as
   ``skimage.metrics.structural_similarity(a, b, channel_axis=-1, data_range=1, gaussian_weights=True,
-  sigma=1.5, use_sample_covariance=False)`` (computed with torchmetrics).
+  sigma=1.5, use_sample_covariance=False)`` (the map is torchmetrics', see :func:`frame_ssim`).
 """
 from __future__ import annotations
 
 import torch
 from einops import rearrange
-import torch.nn.functional as F
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 
@@ -33,28 +33,21 @@ def frame_psnr(target: torch.Tensor, pred: torch.Tensor, quantize: bool = True) 
 
 
 def frame_ssim(target: torch.Tensor, pred: torch.Tensor, quantize: bool = True) -> torch.Tensor:
-    """SSIM of every frame (see the module docstring): (B, 3, T, H, W) pair -> (B, T)."""
+    """SSIM of every frame (see the module docstring): (B, 3, T, H, W) pair -> (B, T).
+
+    torchmetrics computes the SSIM map (Gaussian window, reflect-padded so the map has the frame's size); the mean
+    is taken over the valid region only (the map minus a window radius on each side), as scikit-image does.
+    """
     b = target.shape[0]
     t = rearrange(to_unit(target, quantize), "b c t h w -> (b t) c h w").double()
     p = rearrange(to_unit(pred, quantize), "b c t h w -> (b t) c h w").double()
     if min(t.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs frames of at least {SSIM_WINDOW}x{SSIM_WINDOW}, got {tuple(t.shape[-2:])}")
-    coords = torch.arange(SSIM_WINDOW, dtype=torch.float64, device=t.device) - SSIM_WINDOW // 2
-    g = torch.exp(-coords.pow(2) / (2 * SSIM_SIGMA ** 2))
-    g = g / g.sum()
-    ch = t.shape[1]
-    gh, gw = g.view(1, 1, -1, 1).expand(ch, 1, -1, 1), g.view(1, 1, 1, -1).expand(ch, 1, 1, -1)
-
-    def blur(x):  # separable Gaussian, valid region only
-        return F.conv2d(F.conv2d(x, gh, groups=ch), gw, groups=ch)
-
-    mu_t, mu_p = blur(t), blur(p)
-    var_t = blur(t * t) - mu_t.pow(2)
-    var_p = blur(p * p) - mu_p.pow(2)
-    cov = blur(t * p) - mu_t * mu_p
-    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
-    ssim_map = ((2 * mu_t * mu_p + c1) * (2 * cov + c2)) / ((mu_t.pow(2) + mu_p.pow(2) + c1) * (var_t + var_p + c2))
-    return rearrange(ssim_map.flatten(1).mean(1).float(), "(b t) -> b t", b=b)
+    _, ssim_map = structural_similarity_index_measure(p, t, gaussian_kernel=True, sigma=SSIM_SIGMA,
+                                                      kernel_size=SSIM_WINDOW, data_range=1.0, k1=SSIM_K1,
+                                                      k2=SSIM_K2, reduction="none", return_full_image=True)
+    r = SSIM_WINDOW // 2
+    return rearrange(ssim_map[..., r:-r, r:-r].mean(dim=(1, 2, 3)).float(), "(b t) -> b t", b=b)
 
 
 def video_psnr(target: torch.Tensor, pred: torch.Tensor, quantize: bool = True) -> torch.Tensor:

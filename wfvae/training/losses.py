@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+from torchmetrics.functional.image import multiscale_structural_similarity_index_measure
 
 from wfvae.models.encoder_decoder import DiagonalGaussian
 
@@ -82,48 +83,24 @@ def adaptive_gan_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_lay
 
 
 # ------------------------------------------------------------------------------------------------ MS-SSIM
-def _gaussian_window(size: int, sigma: float, channels: int, device, dtype) -> torch.Tensor:
-    coords = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-coords.pow(2) / (2 * sigma ** 2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).to(dtype).contiguous()
-
-
-def _ssim_terms(x: torch.Tensor, y: torch.Tensor, window: torch.Tensor, c1: float, c2: float):
-    """Per-image mean SSIM and contrast-structure terms of (N, C, H, W) images (valid filtering)."""
-    ch = x.shape[1]
-    mu_x, mu_y = F.conv2d(x, window, groups=ch), F.conv2d(y, window, groups=ch)
-    sxx = F.conv2d(x * x, window, groups=ch) - mu_x.pow(2)
-    syy = F.conv2d(y * y, window, groups=ch) - mu_y.pow(2)
-    sxy = F.conv2d(x * y, window, groups=ch) - mu_x * mu_y
-    cs = (2 * sxy + c2) / (sxx + syy + c2)
-    lum = (2 * mu_x * mu_y + c1) / (mu_x.pow(2) + mu_y.pow(2) + c1)
-    return (lum * cs).flatten(1).mean(1), cs.flatten(1).mean(1)
-
-
 def ms_ssim(x: torch.Tensor, y: torch.Tensor, window_size: int = 7, sigma: float = 1.5,
             weights: Sequence[float] = MS_SSIM_WEIGHTS) -> torch.Tensor:
-    """Multi-scale SSIM (Wang et al. 2003) of (N, C, H, W) images in [0, 1]; returns (N,).
+    """Multi-scale SSIM (Wang et al. 2003, torchmetrics) of (N, C, H, W) images in [0, 1]; returns (N,).
 
-    Uses as many of the 5 standard scales as the image size allows (each scale needs ``window_size`` pixels;
-    the weights of the scales used are renormalised), so that small training crops (64 px) work. Contrast terms
-    are clamped at 0 before the power, a common guard against NaN gradients.
+    Uses as many of the 5 standard scales as the image size allows (torchmetrics needs the smaller side to exceed
+    ``(window_size - 1) * 2 ** (scales - 1)``; the weights of the scales used are renormalised), so that small
+    training crops (64 px) work. torchmetrics' Gaussian window spans 3.5 sigma on each side (11 taps at sigma 1.5);
+    ``window_size`` enters its size rule. Contrast terms are clamped at 0 before the power (``normalize="relu"``), a
+    common guard against NaN gradients.
     """
-    levels = 1
-    while levels < len(weights) and min(x.shape[-2:]) // 2 ** levels >= window_size:
-        levels += 1
-    w = torch.tensor(weights[:levels], device=x.device, dtype=torch.float32)
-    w = w / w.sum()
-    window = _gaussian_window(window_size, sigma, x.shape[1], x.device, x.dtype)
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    values = []
-    for i in range(levels):
-        ssim, cs = _ssim_terms(x, y, window, c1, c2)
-        values.append((ssim if i == levels - 1 else cs).float().clamp_min(0.0))
-        if i < levels - 1:
-            x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
-    stacked = torch.stack(values, dim=1)  # (N, levels)
-    return torch.prod(stacked.clamp_min(1e-8) ** w, dim=1)
+    side = min(x.shape[-2:])
+    levels = max((n for n in range(1, len(weights) + 1) if side > (window_size - 1) * 2 ** (n - 1)), default=0)
+    if levels == 0:
+        raise ValueError(f"MS-SSIM needs images larger than {window_size - 1} pixels, got {tuple(x.shape[-2:])}")
+    betas = tuple(float(w) / sum(weights[:levels]) for w in weights[:levels])
+    return multiscale_structural_similarity_index_measure(
+        x.float(), y.float(), gaussian_kernel=True, sigma=sigma, kernel_size=window_size, data_range=1.0,
+        betas=betas, normalize="relu", reduction="none")
 
 
 class MSSSIMLoss(nn.Module):

@@ -33,9 +33,9 @@ from typing import Literal, Optional, Tuple
 
 import lightning as L
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from wfvae.training.discriminator import PatchDiscriminator3D
+from wfvae.training.ema import ema_copy, ema_weights
 from wfvae.training.losses import (
     adaptive_gan_weight, build_perceptual, frames_of, hinge_d_loss, hinge_g_loss, kl_loss, reconstruction_loss,
     wavelet_loss)
@@ -114,8 +114,7 @@ class WFVAETraining(L.LightningModule):
                               else None)
         self.ema = None
         if ema_decay:
-            self.ema = AveragedModel(self.vae, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
-            self.ema.requires_grad_(False)
+            self.ema = ema_copy(self.vae, ema_decay)
         use_perceptual = perceptual if perceptual_weight > 0 else "none"
         # kept outside the module tree: frozen weights are not saved in checkpoints
         self._perceptual = [build_perceptual(use_perceptual, lpips_weights, lpips_backbone).eval()]
@@ -258,12 +257,8 @@ def _lightning_vae_state(ckpt: dict, prefer_ema: bool = True) -> Optional[dict]:
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
         return None
-    prefixes = ("ema.module.", "vae.") if prefer_ema else ("vae.",)
-    for prefix in prefixes:
-        sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        if sub:
-            return sub
-    return None
+    found = ema_weights(state) if prefer_ema else {}
+    return found or {k[len("vae."):]: v for k, v in state.items() if k.startswith("vae.")} or None
 
 
 def load_vae_weights(path: str, config: Optional[WFVAEConfig] = None, prefer_ema: bool = True) -> WFVAE:
