@@ -5,7 +5,7 @@ import torch
 
 from opensora.synthetic.prompt_check import evaluate, format_report
 from opensora.synthetic.shapes import MOTIONS, eval_prompts, make_spec, render_clip
-from wfvae.io.video import to_tensor
+from wfvae.io.frames import to_tensor
 
 
 class RenderingPipe:

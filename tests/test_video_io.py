@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from wfvae.io.video import VideoReadError, VideoReader, VideoWriter, read_video, to_tensor, to_uint8, write_image
+from wfvae.io.video import VideoReadError, VideoReader, VideoWriter, read_video, write_image
+from wfvae.io.frames import to_tensor, to_uint8
 
 ASSET = os.path.join(os.path.dirname(__file__), "..", "assets", "bigbuckbunny.mp4")
 STEP = 5  # synthetic frame i is a flat grey of value i * STEP

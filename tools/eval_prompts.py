@@ -93,7 +93,8 @@ def _main(argv) -> int:
     print(f"{args.model}: {time.time() - start:.0f} s on {args.device}")
     if args.save_videos:
         from opensora.pipelines.defaults import sampling_defaults
-        from wfvae.io.video import VideoWriter, to_tensor
+        from wfvae.io.video import VideoWriter
+        from wfvae.io.frames import to_tensor
 
         fps = sampling_defaults(args.model).get("fps", 8.0)
 

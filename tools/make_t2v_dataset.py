@@ -69,7 +69,8 @@ def _main(argv) -> int:
 
     from opensora.synthetic.shapes import captions, eval_prompts, random_spec, render_clip, train_triples
     from wfvae.models.checkpoint import write_json_atomic
-    from wfvae.io.video import VideoWriter, to_tensor
+    from wfvae.io.video import VideoWriter
+    from wfvae.io.frames import to_tensor
 
     torch.set_num_threads(1)      # tiny tensors: threads only add overhead (and contend on a shared machine)
     outputs.make_folder(os.path.join(args.out_dir, "videos"))

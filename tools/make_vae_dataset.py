@@ -87,7 +87,7 @@ def camera_clip(photo, rng: np.random.Generator, frames: int, size: int) -> "tor
     """One camera-motion clip over ``photo``: float (3, frames, size, size) in [-1, 1]."""
     from PIL import Image
 
-    from wfvae.io.video import to_tensor
+    from wfvae.io.frames import to_tensor
 
     W, H = photo.size
     short = min(W, H)

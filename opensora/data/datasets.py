@@ -52,7 +52,8 @@ from wfvae.training.data_checks import (
     DataSourceError, NoValidationWarning, UnreadableFileWarning, all_unreadable_error, every_file_failed,
     first_readable, missing_source, read_json_list)
 from wfvae.training.resume import ResumableBatchSampler, ResumableLoader, split_index
-from wfvae.io.video import IMAGE_EXTENSIONS, VideoReader, VideoReadError, resize_frames
+from wfvae.io.video import IMAGE_EXTENSIONS, VideoReader, VideoReadError
+from wfvae.io.frames import resize_frames
 
 from opensora.data.buckets import BucketBatchSampler, aspect_ok, min_max_token_shape, valid_frames
 from opensora.pipelines.masks import RELEASE_IMAGE_MIX, RELEASE_VIDEO_MIX, frame_mask, pixel_mask, sample_mask_type
@@ -105,7 +106,7 @@ def load_entries(data: Union[str, Sequence[str]], min_aesthetic: Optional[float]
 
 def cover_resize(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(3, T, H, W) -> (3, T, height, width): scaled to cover the target (aspect kept), centre-cropped
-    (:func:`wfvae.io.video.resize_frames`)."""
+    (:func:`wfvae.io.frames.resize_frames`)."""
     return resize_frames(video.transpose(0, 1), (height, width), "crop").transpose(0, 1).contiguous()
 
 

@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 import torch
 
-from wfvae.io.video import IMAGE_EXTENSIONS, VideoWriter, to_uint8, write_image
+from wfvae.io.video import IMAGE_EXTENSIONS, VideoWriter, write_image
+from wfvae.io.frames import to_uint8
 
 CONTROL_KINDS = ("canny", "sketch", "depth")
 DepthEstimator = Callable[[torch.Tensor], torch.Tensor]

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from wfvae.io.video import to_tensor, to_uint8
+from wfvae.io.frames import to_tensor, to_uint8
 
 from opensora.synthetic.shapes import (COLOURS, SHAPES, analyse_clip, caption, heldout_triples, make_spec, render_clip,
                         train_triples)

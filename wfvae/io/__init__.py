@@ -1,2 +1,3 @@
-"""Files: chunked video reading, streamed video writing and resizing (:mod:`~wfvae.io.video`), and the latents
-file of ``wfvae encode`` / ``wfvae decode`` (:mod:`~wfvae.io.latents_file`)."""
+"""Files: chunked video reading and streamed video writing (:mod:`~wfvae.io.video`), frames as tensors and the one
+resize of the project (:mod:`~wfvae.io.frames`), and the latents file of ``wfvae encode`` / ``wfvae decode``
+(:mod:`~wfvae.io.latents_file`)."""

@@ -49,7 +49,8 @@ from wfvae.training.data_checks import (
     DataSourceError, NoValidationWarning, UnreadableFileWarning, all_unreadable_error, every_file_failed,
     first_readable, missing_source, read_json_list)
 from wfvae.training.resume import ResumableBatchSampler, ResumableLoader, split_index
-from wfvae.io.video import IMAGE_EXTENSIONS, VideoReader, VideoReadError, resize_frames
+from wfvae.io.video import IMAGE_EXTENSIONS, VideoReader, VideoReadError
+from wfvae.io.frames import resize_frames
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov")
 
@@ -117,7 +118,7 @@ def is_image(path: str) -> bool:
 
 # ------------------------------------------------------------------------------------------------ dataset
 def resize_short_side(frames: torch.Tensor, short: int) -> torch.Tensor:
-    """uint8 (t, 3, h, w) -> uint8 frames whose short side is ``short`` (:func:`wfvae.io.video.resize_frames`)."""
+    """uint8 (t, 3, h, w) -> uint8 frames whose short side is ``short`` (:func:`wfvae.io.frames.resize_frames`)."""
     return resize_frames(frames, (short, short), "cover")
 
 
