@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections import deque
 from typing import Dict, Iterable, Optional
 
@@ -92,6 +93,7 @@ class Probe(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         self.record["weights"] = state_digests(pl_module.state_dict())
+        self.record["time"] = time.time()
         for cb in trainer.callbacks:
             if type(cb).__name__ == "AdaptiveGradClip":
                 self.record["clip"] = cb.state_dict()
