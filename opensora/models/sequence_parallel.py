@@ -18,11 +18,15 @@ each self-attention's :meth:`~opensora.models.transformer.SelfAttention.attend` 
 handle's ``remove()`` restores single-process behaviour.
 
 Activation memory per rank falls by about ``P`` (the attention of ``H / P`` heads, the MLP of ``N / P`` tokens);
-the weights are replicated. Launch with ``torchrun --nproc_per_node P`` (gloo on the CPU, NCCL on GPUs).
+the weights are replicated. Launch with ``torchrun --nproc_per_node P`` (gloo on the CPU, NCCL on GPUs):
+``opensora-sample`` (``python -m opensora.cli``) then calls :func:`launch_device` and :func:`from_launcher`, samples
+on every rank and writes the outputs from rank 0.
 """
 from __future__ import annotations
 
+import atexit
 import math
+import os
 from typing import Callable, List, Optional
 
 import torch
@@ -148,3 +152,29 @@ def enable_sequence_parallel(model: torch.nn.Module, group=None) -> SequencePara
     """Split ``model``'s video tokens over the processes of ``group`` (default: the whole world) in every forward
     pass; returns the handle (``remove()`` undoes it). Every rank must call the model with the same inputs."""
     return SequenceParallel(model, group)
+
+
+def launched_world() -> int:
+    """The process count of a ``torchrun`` launch (``WORLD_SIZE``), 1 without one."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launch_device(device: torch.device) -> torch.device:
+    """Under a multi-process launch, a CUDA ``device`` without an index becomes this process' GPU
+    (``cuda:LOCAL_RANK``); anything else is returned as it is."""
+    if launched_world() > 1 and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def from_launcher(model: torch.nn.Module, device: torch.device) -> Optional[SequenceParallel]:
+    """Sequence parallelism over the processes of a ``torchrun`` launch (None in a single process): initialises
+    the default process group when nothing did (NCCL for CUDA ``device``, else gloo; destroyed at exit)."""
+    if launched_world() <= 1:
+        return None
+    if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        atexit.register(lambda: dist.is_initialized() and dist.destroy_process_group())
+    return enable_sequence_parallel(model)
