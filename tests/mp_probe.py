@@ -10,6 +10,7 @@ to ``<out>/<tag>-rank<r>.jsonl`` with what the tests compare across ranks and ac
 * ``weights``: a digest per top-level child of the LightningModule (``vae``, ``ema``, ``model`` ...) after the step;
 * ``local`` / ``applied``: gradient norm and digest after backward (the rank's own gradient when a local-gradient
   communication hook is registered) and right before the optimizer step (after the clipping callbacks);
+* ``times``: the denoiser's diffusion times of the step (its ``timesteps`` wrapped);
 * ``clip``: the state of :class:`opensora.training.grad_clip.AdaptiveGradClip` when the run has one.
 
 ``poison_step`` / ``poison_rank``: that rank's gradient becomes NaN after backward at that step (a rank with an
@@ -70,6 +71,15 @@ class Probe(L.Callback):
             return base.__getitem__(this, index)
 
         dataset.__class__ = type(f"Probed{base.__name__}", (base,), {"__getitem__": getitem})
+        if callable(getattr(pl_module, "timesteps", None)):  # the denoiser's diffusion times of each step
+            draw = pl_module.timesteps
+
+            def timesteps(batch):
+                times = draw(batch)
+                self.record.setdefault("times", []).extend(times.tolist())
+                return times
+
+            pl_module.timesteps = timesteps
         self.buckets = ([list(k) for k in dataset.keys()] if hasattr(dataset, "keys")
                         else [dataset.kind(i) for i in range(len(dataset))])
 

@@ -3,7 +3,7 @@ fit --config ... --trainer.devices 2 --trainer.strategy ddp`` (Lightning starts 
 run, ``torchrun --nproc_per_node 2 tools/train.py ...`` for its resume. One combined run per trainer checks:
 
 * each rank's batch is one shape / one bucket, the ranks' batches of a step are disjoint, and an epoch uses every
-  sample once across the ranks;
+  sample once across the ranks; (denoiser) the ranks' diffusion times lie in their own strata of the global batch;
 * the weights and the EMA copy are identical on both ranks after every step, and the checkpoints (written by rank
   0) hold exactly those weights;
 * (denoiser) ``AdaptiveGradClip(per_rank=True)`` zeroes the rank whose gradient is NaN: the gradient applied on both
@@ -158,6 +158,13 @@ def test_denoiser_training_on_two_processes(tmp_path):
     assert len({r[s]["weights"]["model"] for r in records for s in r}) == STEPS
     assert len({r[s]["weights"]["ema"] for r in records for s in r}) == STEPS
 
+    for step in records[0]:  # stratified times: rank r's sample i in stratum r * B + i of 2B (equal batch sizes)
+        sizes = {len(r[step]["indices"]) for r in records}
+        if len(sizes) == 1:
+            b = sizes.pop()
+            for rank, r in enumerate(records):
+                for i, t in enumerate(r[step]["times"]):
+                    assert (rank * b + i) * 1000 / (2 * b) <= t < (rank * b + i + 1) * 1000 / (2 * b), (step, rank)
     # step 2: rank 1's gradient is NaN -> zeroed; rank 0's is doubled, then the two are averaged: rank 0's own
     poisoned = [records[0][2], records[1][2]]
     assert torch.isnan(torch.tensor(poisoned[1]["local"]["norm"]))
