@@ -27,18 +27,20 @@ DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.stra
 STEPS, CKPT_STEP = 4, 2
 
 
-def write_config(src, folder, tag, poison_step=None, **edit):
-    """The tiny config ``src`` with its run folders in ``folder``, a checkpoint every 2 steps, the probe callback
-    (records of run ``tag``) and the ``edit`` values (``section.key`` -> value)."""
+def write_config(src, folder, tag, poison_step=None, checkpoints=True, **edit):
+    """The tiny config ``src`` with its run folders in ``folder``, a checkpoint every 2 steps (or none), the probe
+    callback (records of run ``tag``) and the ``edit`` values (``section.key`` -> value)."""
     with open(os.path.join(ROOT, "configs", src)) as fh:
         cfg = yaml.safe_load(fh)
     trainer = cfg["trainer"]
     trainer.update(default_root_dir=str(folder), max_steps=STEPS, enable_progress_bar=False,
                    enable_model_summary=False, logger=False)
     callbacks = [c for c in trainer["callbacks"] if not c["class_path"].endswith("ModelCheckpoint")]
-    callbacks.append({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                      "init_args": {"dirpath": str(folder / "ckpt"), "filename": "{step}", "save_top_k": -1,
-                                    "every_n_train_steps": CKPT_STEP, "save_last": True}})
+    if checkpoints:
+        callbacks.append({"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                          "init_args": {"dirpath": str(folder / "ckpt"), "filename": "{step}", "save_top_k": -1,
+                                        "every_n_train_steps": CKPT_STEP}})
+    trainer["enable_checkpointing"] = checkpoints
     callbacks.append({"class_path": "mp_probe.Probe",
                       "init_args": {"out": str(folder / "probe"), "tag": tag, "poison_step": poison_step}})
     trainer["callbacks"] = callbacks
@@ -70,7 +72,8 @@ def check_ranks(records, batch_size, steps_per_epoch, samples):
 
 
 def check_checkpoints(folder, records):
-    for step, name in ((CKPT_STEP, f"step={CKPT_STEP}.ckpt"), (STEPS, "last.ckpt")):
+    for step in (CKPT_STEP, STEPS):
+        name = f"step={step}.ckpt"
         ckpt = torch.load(folder / "ckpt" / name, map_location="cpu", weights_only=False)
         assert ckpt["global_step"] == step
         assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values() if t.is_floating_point())
@@ -78,6 +81,8 @@ def check_checkpoints(folder, records):
         assert "ema" in saved and saved.keys() & {"vae", "model"}
         for rank in (0, 1):
             assert saved == {k: v for k, v in records[rank][step]["weights"].items() if k in saved}
+        clip = [key for key in ckpt["callbacks"] if key.startswith("AdaptiveGradClip")]
+        assert len(clip) == ("clip" in records[0][step])
         for key, state in ckpt["callbacks"].items():
             if key.startswith("AdaptiveGradClip"):
                 assert state == records[0][step]["clip"] == records[1][step]["clip"]
@@ -100,7 +105,7 @@ def test_vae_training_on_two_processes(tmp_path):
     assert len({r[s]["weights"]["vae"] for r in records for s in r}) == STEPS  # the weights did change each step
     check_checkpoints(tmp_path, records)
 
-    resumed = write_config("wfvae/tiny.yaml", tmp_path, "resumed", **edit)
+    resumed = write_config("wfvae/tiny.yaml", tmp_path, "resumed", checkpoints=False, **edit)
     launch([TRAIN, "fit", "--config", resumed, *DDP, "--ckpt_path", tmp_path / "ckpt" / f"step={CKPT_STEP}.ckpt"],
            cwd=tmp_path, torchrun=2)
     check_resume(records, [read(tmp_path / "probe", "resumed", r) for r in (0, 1)])
@@ -176,6 +181,8 @@ def test_denoiser_training_on_two_processes(tmp_path):
     check_checkpoints(tmp_path, records)
 
     cfg["trainer"]["callbacks"][-1]["init_args"].update(tag="resumed", poison_step=None)
+    cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"] if "ModelCheckpoint" not in c["class_path"]]
+    cfg["trainer"]["enable_checkpointing"] = False
     resumed = tmp_path / "resumed.yaml"
     resumed.write_text(yaml.safe_dump(cfg))
     launch([TRAIN, "fit", "--config", resumed, *DDP, "--ckpt_path", tmp_path / "ckpt" / f"step={CKPT_STEP}.ckpt"],
