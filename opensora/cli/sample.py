@@ -339,7 +339,7 @@ def cmd_sample(args) -> None:
 
     from opensora.cli.conditions import check_condition_args, condition_arguments
     from opensora.pipelines.conditions import OpenSoraControlPipeline, OpenSoraImageToVideoPipeline
-    from opensora.models import StructureController, load_denoiser
+    from opensora.models import StructureController, load_denoiser, sequence_parallel
     from opensora.models.inpaint import OpenSoraInpaintConfig
     from opensora.pipelines.text_to_video import OpenSoraPipeline, load_text_encoder
 
@@ -355,6 +355,7 @@ def cmd_sample(args) -> None:
     outputs, paths = check_outputs(args, prompts, args.num_samples, args.frames)
     check_condition_args(args, model_cfg)
     device, dtype, vae_dtype = _devices(args)
+    device = sequence_parallel.launch_device(device)  # under torchrun: this process' GPU
 
     prompts_used = _refine(args, prompts, device, dtype) if args.refine_prompt else list(prompts)
     transformer = _loading(f"cannot load model {transformer_dir}", lambda: load_denoiser(transformer_dir, dtype=dtype))
@@ -380,7 +381,11 @@ def cmd_sample(args) -> None:
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
-    pipe.set_progress_bar_config(disable=args.quiet, leave=False, desc="denoise")
+    parallel = sequence_parallel.from_launcher(pipe.transformer, device)  # None unless torchrun started several
+    lead = parallel is None or parallel.rank == 0  # the process that writes (all of them sample)
+    if parallel is not None and lead:
+        print(f"sequence parallel: the video tokens split over {parallel.world} processes", file=sys.stderr)
+    pipe.set_progress_bar_config(disable=args.quiet or not lead, leave=False, desc="denoise")
 
     texts = pipe.prompt_texts(prompts_used)
     seeds = [args.seed + i for i in range(len(prompts))]
@@ -390,12 +395,14 @@ def cmd_sample(args) -> None:
         latents = pipe(prompt, num_videos_per_prompt=args.num_samples, guidance_rescale=args.guidance_rescale,
                        generator=torch.Generator().manual_seed(seeds[i]), output_type="latent",
                        **conditions).frames
-        if i == 0 and getattr(pipe, "image_condition", None) is not None:
+        if lead and i == 0 and getattr(pipe, "image_condition", None) is not None:
             cond = pipe.image_condition
             print(f"image condition: {cond.mask_type.value}, kept frames {cond.indices}", file=sys.stderr)
         check_finite_tensor(latents, f"the latents sampled for prompt {i + 1} ({prompts[i][:40]!r})",
                             _outcome(written, "check the model's weights (--model)"))
         done.append(latents.cpu())
+        if not lead:
+            continue
         if args.save_latents:  # everything sampled so far, before any decoding can fail
             save_latents(args.save_latents, torch.cat(done), {**meta, "num_prompts": len(done)})
         if not os.path.splitext(args.output)[1]:
@@ -407,7 +414,7 @@ def cmd_sample(args) -> None:
         finally:
             if offload:
                 pipe.vae.to("cpu")
-    if args.save_latents:
+    if args.save_latents and lead:
         print(f"{args.save_latents}: latents {tuple(torch.cat(done).shape)}")
 
 

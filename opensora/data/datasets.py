@@ -369,7 +369,7 @@ class OpenSoraDataModule(L.LightningDataModule):
         self.val_set = self._checked.get("val_data")
 
     def _rank(self) -> Tuple[int, int]:
-        trainer = getattr(self, "_trainer", None)
+        trainer = self.trainer  # a LightningDataModule's trainer (None until one uses it); it has no ``_trainer``
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:

@@ -88,11 +88,15 @@ class SelfAttention(Attention):
         q, k, v = self.split_heads(self.to_q(x)), self.split_heads(self.to_k(x)), self.split_heads(self.to_v(x))
         tables = rope_tables(*rope)
         q, k = rotate(q, tables), rotate(k, tables)
+        return self.project_out(self.attend(q, k, v, keep))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               keep: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The attention over the tokens: q, k, v (B, N, heads, d) with RoPE applied, keep (B, N) or None ->
+        (B, N, heads, d). Sequence parallelism (:mod:`opensora.models.sequence_parallel`) wraps it per instance."""
         if self.skiparse_ratio == 1:
-            out = self.backend(q, k, v, key_bias(keep, q.dtype))
-        else:
-            out = skiparse_attention(q, k, v, self.skiparse_ratio, self.group_skip, keep, self.backend)
-        return self.project_out(out)
+            return self.backend(q, k, v, key_bias(keep, q.dtype))
+        return skiparse_attention(q, k, v, self.skiparse_ratio, self.group_skip, keep, self.backend)
 
 
 class CrossAttention(Attention):

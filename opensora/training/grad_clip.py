@@ -23,8 +23,11 @@ goes with :func:`local_gradients_hook`, a DDP communication hook that leaves the
       strategy: {class_path: lightning.pytorch.strategies.DDPStrategy,
                  init_args: {ddp_comm_hook: opensora.training.grad_clip.local_gradients_hook}}
 
-and the callback all-reduces (averages) the rescaled gradients itself. With the default DDP (or FSDP) the callback
-sees the averaged gradient, identical on every rank, and applies the single-process rule to it.
+and the callback all-reduces (averages) the rescaled gradients itself. Lightning registers a strategy's
+``ddp_comm_hook`` on CUDA devices only, so the callback registers :func:`local_gradients_hook` itself when the run is
+DDP without it (CPU / gloo runs, or a config that only sets ``per_rank``), and refuses another hook
+(:func:`ensure_local_gradients`). With the default DDP (or FSDP) the callback sees the averaged gradient, identical
+on every rank, and applies the single-process rule to it.
 """
 from __future__ import annotations
 
@@ -57,12 +60,34 @@ def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-def local_gradients_hook(state, bucket) -> torch.futures.Future:
+def local_gradients_hook(state, bucket):
     """DDP communication hook that does not communicate: gradients stay local for :class:`AdaptiveGradClip` with
-    ``per_rank`` (which averages them after its per-rank rule)."""
+    ``per_rank`` (which averages them after its per-rank rule). Returns a completed ``Future[Tensor]`` of the
+    bucket. (No annotations: DDP compares them with the types themselves, and this module's postponed
+    annotations are strings, which DDP rejects.)"""
     future = torch.futures.Future()
     future.set_result(bucket.buffer())
     return future
+
+
+def ensure_local_gradients(model: torch.nn.Module, local: bool = True) -> None:
+    """Make a DDP-wrapped ``model`` leave gradients local (``local``: register :func:`local_gradients_hook` unless
+    it is registered already) or check that it averages them (``not local``: no local hook). A model that is not
+    ``DistributedDataParallel`` is left alone. Raises ``ValueError`` for a hook that contradicts ``local``."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if not isinstance(model, DistributedDataParallel):
+        return
+    hooks = [hook for hook, _ in getattr(model, "_comm_hooks", [])]
+    has_local = local_gradients_hook in hooks
+    if local and not has_local:
+        if hooks:
+            raise ValueError(f"AdaptiveGradClip(per_rank=True) needs the local_gradients_hook DDP communication "
+                             f"hook, but {hooks[0]} is registered")
+        model.register_comm_hook(None, local_gradients_hook)
+    elif not local and has_local:
+        raise ValueError("local_gradients_hook leaves the gradients un-averaged: use it with "
+                         "AdaptiveGradClip(per_rank=True) only")
 
 
 def average_grads(parameters: Iterable[torch.nn.Parameter]) -> None:
@@ -172,6 +197,9 @@ class AdaptiveGradClip(L.Callback):
         if factor != 1.0:
             scale_grads(params, factor)
         return {"norm": norm, "threshold": threshold, "factor": factor}
+
+    def on_train_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        ensure_local_gradients(trainer.strategy.model, self.per_rank)
 
     def on_before_optimizer_step(self, trainer: "L.Trainer", pl_module: "L.LightningModule", optimizer) -> None:
         params = [p for group in optimizer.param_groups for p in group["params"]]
