@@ -12,8 +12,8 @@ from conftest import DATA
 from opensora.data.datasets import OpenSoraDataModule
 from opensora.training.grad_clip import AdaptiveGradClip
 from opensora.models import OpenSoraT2V
-from opensora.training.denoiser import (
-    DenoiserTraining, bias_timesteps, export, main, min_snr_weight, stratified_timesteps)
+from opensora.training.denoiser import DenoiserTraining, bias_timesteps, min_snr_weight, stratified_timesteps
+from opensora.training.offline import export, main
 from wfvae.training.module import lr_multiplier
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
@@ -197,7 +197,7 @@ def test_image_condition_model_trains_on_videos_through_the_vae():
 
 
 def test_latent_cache_round_trip(tmp_path):
-    from opensora.training.denoiser import write_latent_cache
+    from opensora.training.offline import write_latent_cache
 
     dm = OpenSoraDataModule(data=os.path.join(ROOT, "configs", "opensora", "tiny_data.json"), num_frames=5, fps=8,
                             max_tokens=8, min_tokens=4, batch_size=2, num_workers=0, mask_mix="release",

@@ -10,7 +10,8 @@ from conftest import DATA, make_tiny_vae
 import opensora.cli.sample as cli
 from opensora.pipelines.defaults import is_diffusers_index, part_folder, read_index, resolve_location, sampling_defaults
 from opensora.pipelines.text_to_video import OpenSoraPipeline
-from opensora.training.denoiser import DenoiserTraining, main as training_main
+from opensora.training.denoiser import DenoiserTraining
+from opensora.training.offline import main as training_main
 from test_pipeline import make_text_encoder_folder, make_transformer
 from wfvae.io.video import VideoReader
 

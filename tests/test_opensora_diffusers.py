@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 from opensora.models import (ControlledDenoiser, OpenSoraInpaint, OpenSoraT2V, OpenSoraT2VConfig, StructureController,
                              StructureControllerOutput)
 from opensora.models.diffusers_glue import lora_config
-from opensora.training.denoiser import DenoiserTraining, export, main
+from opensora.training.denoiser import DenoiserTraining
+from opensora.training.offline import export, main
 
 CONFIG = dict(num_attention_heads=2, attention_head_dim=12, cross_attention_dim=24, in_channels=4, out_channels=4,
               num_layers=4, caption_channels=16, sparse1d=False)

@@ -27,7 +27,7 @@ whose paths are relative to its own folder), or an annotation ``.json`` directly
   (:mod:`opensora.pipelines.masks`, ``image_mask_mix`` for images).
 
 Items: ``video`` (3, T, h, w) in [-1, 1], ``caption`` str, ``path`` str, ``captions`` (every caption of the entry,
-for :func:`opensora.training.denoiser.write_latent_cache`), optional ``mask`` (1, T, h, w).
+for :func:`opensora.training.offline.write_latent_cache`), optional ``mask`` (1, T, h, w).
 Text is **not** tokenized here: captions stay strings and the training module encodes them with its text encoder
 (one place for the tokenizer, no per-worker copies of mT5's tokenizer; the latent cache holds embeddings).
 

@@ -1,4 +1,4 @@
 """``python -m opensora.training export|cache ...``."""
-from opensora.training.denoiser import main
+from opensora.training.offline import main
 
 raise SystemExit(main())

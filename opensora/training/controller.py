@@ -19,11 +19,12 @@ Batches are dicts; whatever is missing is derived:
 * ``text_embeds`` (B, L, C_text) + ``text_mask`` (B, L), or ``caption`` strings encoded by ``text_encoder``, or (no
   encoder) a single all-zero caption token.
 
-So the same module trains on :class:`opensora.synthetic.control_data.SyntheticControlData` (random moving shapes, their canny maps, pseudo-latents:
-runs on a CPU in seconds) and on real clips from :class:`wfvae.training.data.VideoDataModule` with a VAE (and a text
-encoder). Checkpoints hold the controller and the optimiser only (the frozen models are rebuilt from their
-paths/config); ``export_dir`` receives ``StructureController.save_pretrained`` at the end of training, and
-:func:`export_controller` does the same from a checkpoint.
+So the same module trains on :class:`opensora.synthetic.control_data.SyntheticControlData` (random moving shapes,
+their canny maps, pseudo-latents: runs on a CPU in seconds) and on real clips from
+:class:`wfvae.training.data.VideoDataModule` with a VAE (and a text encoder). Checkpoints hold the controller and
+the optimiser only (the frozen models are rebuilt from their paths/config); ``export_dir`` receives
+``StructureController.save_pretrained`` at the end of training, and :func:`export_controller` does the same from a
+checkpoint.
 """
 from __future__ import annotations
 
