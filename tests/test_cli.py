@@ -122,3 +122,70 @@ def test_tool_script_runs_as_a_program(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "wfvae_codec.py"), "decode", "nope.safetensors",
                            out, "--model", MODEL], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------- several inputs
+def _copies(tmp_path, names):
+    import shutil
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(CLIP, folder / name)
+    return [str(folder / n) for n in names]
+
+
+SMALL = ["--model", MODEL, "--frames", "5", "--size", "32x32", "--quiet"]
+
+
+def test_several_inputs_into_a_folder(tmp_path, capsys):
+    a, b = _copies(tmp_path, ["a.mp4", "b.mkv"])
+    out = tmp_path / "rec"
+    code, stdout, _ = _run(["reconstruct", a, b, str(out), *SMALL], capsys)
+    assert code == 0 and stdout.count("PSNR") == 2
+    assert sorted(os.listdir(out)) == ["a.mp4", "b.mp4"]
+    single = tmp_path / "single.mp4"
+    assert _run(["reconstruct", a, str(single), *SMALL], capsys)[0] == 0
+    assert torch.equal(read_video(str(out / "a.mp4")), read_video(str(single)))  # same as one input at a time
+
+
+@pytest.mark.parametrize("case", ["file output", "same names", "existing output"])
+def test_several_inputs_errors_before_any_work(tmp_path, capsys, case):
+    a, b, c = _copies(tmp_path, ["a.mp4", "b.mp4", "a.mkv"])
+    out = tmp_path / "lat"
+    argv = {"file output": ["encode", a, b, str(tmp_path / "z.safetensors")],
+            "same names": ["encode", a, c, str(out)],
+            "existing output": ["encode", a, b, str(out)]}[case]
+    if case == "existing output":
+        out.mkdir()
+        (out / "b.safetensors").write_bytes(b"keep")
+    code, _, err = _run(argv + SMALL, capsys)
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    assert not os.path.exists(out / "a.safetensors")  # nothing was done
+    if case == "existing output":
+        assert (out / "b.safetensors").read_bytes() == b"keep"
+
+
+def test_processes_split_the_inputs(tmp_path, capsys, monkeypatch):
+    paths = _copies(tmp_path, ["a.mp4", "b.mp4", "c.mp4"])
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert _run(["encode", *paths, str(tmp_path / "lat"), *SMALL], capsys)[0] == 0
+    assert os.listdir(tmp_path / "lat") == ["b.safetensors"]  # rank 1 of 2 takes inputs 1, 3, ...
+
+
+def test_torchrun_encodes_a_list_across_two_processes(tmp_path):
+    paths = _copies(tmp_path, ["a.mp4", "b.mp4", "c.mp4"])
+    out = tmp_path / "lat"
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "wfvae.cli", "encode", *paths, str(out), *SMALL, "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(os.listdir(out)) == ["a.safetensors", "b.safetensors", "c.safetensors"]
+    from wfvae import WFVAE
+
+    vae = WFVAE.from_pretrained(MODEL)
+    single = tmp_path / "c.safetensors"
+    assert main(["encode", paths[2], str(single), *SMALL]) == 0
+    assert torch.equal(read_latents(str(out / "c.safetensors"), vae)[0], read_latents(str(single), vae)[0])

@@ -3,11 +3,19 @@
     wfvae reconstruct in.mp4 out.mp4 [--model DIR]
     wfvae encode in.mp4 latents.safetensors --model DIR
     wfvae decode latents.safetensors out.mp4 --model DIR
+    wfvae reconstruct a.mp4 b.mp4 c.mp4 out_dir/      # several inputs: OUTPUT is a folder (names from inputs)
+    torchrun --nproc_per_node 4 -m wfvae.cli encode videos/*.mp4 latents/   # files split across processes
 
 Frames stream from the reader through the encoder and decoder to the writer; memory stays bounded whatever
 the video length. Any frame count and size works: the video is padded to 1 + 4n frames (repeating the last)
 and to multiples of 8 (replicating edges), and the output is trimmed back to the input's frames, size and fps.
 A still image (jpg, png, webp, bmp) is a one-frame video (written at --fps, default 25).
+
+Several inputs are done one after the other with the model loaded once, each into ``OUTPUT/<input name><suffix>``.
+Started by ``torchrun`` (``WORLD_SIZE`` > 1), process ``RANK`` takes inputs ``RANK, RANK + WORLD_SIZE, ...`` (on
+``cuda:LOCAL_RANK`` when the device is CUDA); no communication is needed, and each file's output is exactly what
+one process would write. One video is not split across processes: the causal cache makes its chunks sequential (a
+split in time would need each process to re-run a warm-up halo of the decoder's temporal receptive field).
 
 An existing output is kept unless --overwrite is given; outputs appear only when complete. Bad input gives one
 ``error:`` line and exit code 2 (set WFVAE_TRACEBACK=1 for the traceback).
@@ -66,16 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lossless H.264 (4:4:4, qp 0): the file holds the decoded frames up to RGB/YUV rounding")
 
     r = sub.add_parser("reconstruct", help="encode and decode a video; prints PSNR against the input")
-    r.add_argument("input")
+    r.add_argument("input", nargs="+", help="video(s) or image(s); with several, OUTPUT is a folder")
     r.add_argument("output")
     common(r, True)
     writes_video(r)
     e = sub.add_parser("encode", help="encode a video to latents (.safetensors with metadata)")
-    e.add_argument("input")
+    e.add_argument("input", nargs="+", help="video(s) or image(s); with several, OUTPUT is a folder")
     e.add_argument("output")
     common(e, True)
     d = sub.add_parser("decode", help="decode latents written by 'wfvae encode' to a video")
-    d.add_argument("input")
+    d.add_argument("input", nargs="+", help="latents file(s); with several, OUTPUT is a folder")
     d.add_argument("output")
     common(d, False)
     writes_video(d)
@@ -136,14 +144,21 @@ def _model_files(path: str):
     return [path, os.path.join(folder, WEIGHTS_NAME), os.path.join(folder, CONFIG_NAME)]
 
 
-def _load_model(path, device, dtype):
+def _load_model(path, device, dtype, cache: Optional[dict] = None):
+    """The model, loaded once per ``(path, device, dtype)`` when a ``cache`` dict is given (several inputs)."""
     from wfvae.models.autoencoder import WFVAE
 
+    key = (os.path.abspath(path), str(device), str(dtype))
+    if cache is not None and key in cache:
+        return cache[key]
     try:
-        return WFVAE.from_pretrained(path, dtype=dtype, device=device)
+        vae = WFVAE.from_pretrained(path, dtype=dtype, device=device)
     except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
         text = " ".join(str(exc).split()) or type(exc).__name__
         raise UsageError(f"cannot load model {path}: {text[:300]}") from None
+    if cache is not None:
+        cache[key] = vae
+    return vae
 
 
 def _plan(args, vae, height, width, num_latent, mode):
@@ -261,6 +276,9 @@ def _start(args, suffixes):
     outputs = Outputs(overwrite=args.overwrite, inputs=[args.input] + _model_files(model))
     outputs.check(args.output, suffixes=suffixes)
     device = parse_device(args.device)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.type == "cuda" and device.index is None and _launch()[1] > 1:
+        device = parse_device(f"cuda:{local_rank}")
     return outputs, model, device, parse_dtype(args.dtype, device)
 
 
@@ -268,7 +286,7 @@ def _video_job(args, suffixes, mode):
     """Checks the output, opens the reader and the model, and plans chunk/tile sizes for a video input."""
     outputs, model, device, dtype = _start(args, suffixes)
     reader = _open_reader(args)
-    vae = _load_model(model, device, dtype)
+    vae = _load_model(model, device, dtype, getattr(args, "model_cache", None))
     h, w = reader.size
     n_lat = 1 + -(-(reader.num_frames - 1) // vae.temporal_compression)
     k, tile, overlap, chosen = _plan(args, vae, -(-h // 8) * 8, -(-w // 8) * 8, n_lat, mode)
@@ -334,7 +352,7 @@ def cmd_decode(args) -> None:
     outputs, model, device, dtype = _start(args, VIDEO_SUFFIXES)
     if not os.path.isfile(args.input):
         raise UsageError(f"latents file not found: {args.input}")
-    vae = _load_model(model, device, dtype)
+    vae = _load_model(model, device, dtype, getattr(args, "model_cache", None))
     latents, meta = read_latents(args.input, vae)
     num_frames, h, w, fps = int(meta["num_frames"]), int(meta["height"]), int(meta["width"]), float(meta["fps"])
     k, tile, overlap, chosen = _plan(args, vae, latents.shape[3] * 8, latents.shape[4] * 8, latents.shape[2], "decode")
@@ -353,10 +371,56 @@ def cmd_decode(args) -> None:
     print(f"{args.output}: {num_frames} frames {h}x{w} @ {fps:g} fps")
 
 
+# ---------------------------------------------------------------------------------------------- several inputs
+SUFFIX = {"reconstruct": ".mp4", "encode": ".safetensors", "decode": ".mp4"}
+
+
+def _launch():
+    """``(rank, world size)`` of a ``torchrun`` launch, ``(0, 1)`` otherwise."""
+    try:
+        rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    except ValueError:
+        raise UsageError("RANK and WORLD_SIZE must be integers (set by torchrun)") from None
+    if world < 1 or not 0 <= rank < world:
+        raise UsageError(f"RANK {rank} is outside WORLD_SIZE {world}")
+    return rank, world
+
+
+def _jobs(args) -> list:
+    """``(input, output)`` pairs: one input to OUTPUT, or several into the folder OUTPUT."""
+    inputs = args.input
+    if len(inputs) == 1:
+        return [(inputs[0], args.output)]
+    if os.path.splitext(args.output)[1] or (os.path.exists(args.output) and not os.path.isdir(args.output)):
+        raise UsageError(f"with {len(inputs)} inputs OUTPUT must be a folder, got {args.output}")
+    names = {}
+    for path in inputs:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        if stem in names:
+            raise UsageError(f"{names[stem]} and {path} would both write {stem}{SUFFIX[args.command]}: "
+                             f"rename one or run them separately")
+        names[stem] = path
+    return [(path, os.path.join(args.output, stem + SUFFIX[args.command])) for stem, path in names.items()]
+
+
 def _main(argv) -> None:
     args = build_parser().parse_args(argv)
     _check_flags(args)
-    {"reconstruct": cmd_reconstruct, "encode": cmd_encode, "decode": cmd_decode}[args.command](args)
+    command = {"reconstruct": cmd_reconstruct, "encode": cmd_encode, "decode": cmd_decode}[args.command]
+    jobs = _jobs(args)
+    rank, world = _launch()
+    mine = jobs[rank::world]
+    if len(jobs) > 1:  # every output is checked before any work (an existing one needs --overwrite)
+        model = _model_path(args)
+        suffixes = (".safetensors",) if args.command == "encode" else VIDEO_SUFFIXES
+        for inp, out in mine:
+            Outputs(overwrite=args.overwrite, inputs=[inp] + _model_files(model)).check(out, suffixes=suffixes)
+    if world > 1 and not mine:
+        print(f"process {rank}: no input left for this process ({len(jobs)} input(s), {world} processes)",
+              file=sys.stderr)
+    cache: dict = {}
+    for inp, out in mine:
+        command(argparse.Namespace(**{**vars(args), "input": inp, "output": out, "model_cache": cache}))
 
 
 def main(argv=None) -> int:
