@@ -63,6 +63,7 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
     "balanced": {"preset": "balanced"},
     "fast": {"preset": "fast"},
 }
+TINY = dict(num_layers=6, num_attention_heads=2, attention_head_dim=24, cross_attention_dim=48, caption_channels=64)
 REFERENCE = {"scheduler": "dpm++", "num_inference_steps": 100}
 DETERMINISTIC = ("ddim", "dpm++", "unipc", "euler")
 
@@ -174,16 +175,19 @@ def release_size_rows(args) -> List[Dict[str, Any]]:
     from opensora.pipelines.schedulers import make_scheduler
 
     torch.manual_seed(0)
-    fields = {} if args.model_size == "release" else dict(num_layers=6, num_attention_heads=2,
-                                                          attention_head_dim=24, cross_attention_dim=48,
-                                                          caption_channels=64)
-    model = OpenSoraT2V(**fields).eval().to(args.device)
+    if args.model_size == "shipped":
+        model = OpenSoraT2V.from_config(OpenSoraT2V.load_config(os.path.join(args.model, "transformer")))
+    else:
+        model = OpenSoraT2V(**(TINY if args.model_size == "tiny" else {}))
+    model = model.eval().to(args.device)
+    if args.compile:
+        model.compile_repeated_blocks()
     cfg = model.config
     t, h, w = (int(v) for v in args.latent.split("x"))
     length = 32
     g = torch.Generator().manual_seed(0)
-    text = torch.randn(2, length, cfg.caption_channels, generator=g).to(args.device)
-    mask = torch.ones(2, length, device=args.device)
+    text = torch.randn(2 * args.videos, length, cfg.caption_channels, generator=g).to(args.device)
+    mask = torch.ones(2 * args.videos, length, device=args.device)
     rows = []
     for name in args.settings:
         setting = SETTINGS[name]
@@ -194,23 +198,24 @@ def release_size_rows(args) -> List[Dict[str, Any]]:
         if "cache" in setting:
             model.enable_cache(getattr(hooks, setting["cache"][0])(**setting["cache"][1]))
         sched.set_timesteps(steps)
-        x = torch.randn(1, cfg.in_channels, t, h, w, generator=g).to(args.device) * sched.init_noise_sigma
+        n = args.videos
+        x = torch.randn(n, cfg.in_channels, t, h, w, generator=g).to(args.device) * sched.init_noise_sigma
         with EvaluationCounter(model) as counter, torch.no_grad():
             start = time.perf_counter()
             for i, step in enumerate(sched.timesteps):
-                rows_in = 2 if guide[i] else 1
-                inp = sched.scale_model_input(torch.cat([x] * rows_in), step)
-                with model.cache_context("guided" if rows_in == 2 else "cond"):
+                rows_in = 2 * n if guide[i] else n
+                inp = sched.scale_model_input(torch.cat([x] * (rows_in // n)), step)
+                with model.cache_context("guided" if rows_in > n else "cond"):
                     out = model(inp, step.reshape(1).expand(rows_in).to(args.device), text[:rows_in, None],
                                 mask[:rows_in, None], return_dict=False)[0][:, :cfg.in_channels].float()
-                pred = out[:1] + 7.5 * (out[1:] - out[:1]) if rows_in == 2 else out
+                pred = out[:n] + 7.5 * (out[n:] - out[:n]) if rows_in > n else out
                 x = sched.step(pred, step, x, return_dict=False)[0]
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - start
         if "cache" in setting:
             model.disable_cache()
-        rows.append({"name": name, **counter.per_video(1), "s_per_video": seconds})
+        rows.append({"name": name, **counter.per_video(n), "s_per_video": seconds / n})
     return rows
 
 
@@ -229,8 +234,12 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=12)
     p.add_argument("--closeness", type=int, default=12, help="prompts compared with the reference (0: none)")
     p.add_argument("--release-size", action="store_true", help="random weights: evaluations and time only")
-    p.add_argument("--model-size", choices=["release", "tiny"], default="release")
+    p.add_argument("--model-size", choices=["release", "tiny", "shipped"], default="release",
+                   help="--release-size denoiser: the release's config, a tiny one, or the model folder's config")
     p.add_argument("--latent", default="3x8x8", help="--release-size latent TxHxW")
+    p.add_argument("--videos", type=int, default=1, help="--release-size videos sampled together")
+    p.add_argument("--compile", action="store_true", help="--release-size: regional torch.compile of the blocks "
+                   "(the first setting's time includes compiling)")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     if args.list:
@@ -248,7 +257,9 @@ def main(argv=None) -> int:
     print(f"device: {device}; torch {torch.__version__}; date {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"command: python {' '.join(sys.argv)}\n")
     if args.release_size:
-        print(f"denoiser: {args.model_size} config, random weights, latent {args.latent}, batch 1, no decoding\n")
+        print(f"denoiser: {args.model_size} config, random weights, latent {args.latent}, {args.videos} video(s) "
+              f"at a time, no decoding, compiled blocks: {args.compile}; settings without a model folder: the "
+              f"release's (100 Euler-ancestral steps)\n")
         print("| setting | evals / video | block evals / video | s / video |")
         print("|---|---|---|---|")
         for row in release_size_rows(args):

@@ -76,9 +76,11 @@ def test_quality_is_the_folder_behaviour_and_explicit_arguments_win(pipe, text_p
     assert torch.equal(plain, quality) and evals == 12  # the folder's 6 steps, guided
     fast = PRESETS["fast"]
     _, evals, _, calls = _sample(pipe, preset="fast", num_inference_steps=3)
-    assert calls == 3 and evals == evaluations_per_video(3, 4.0, fast["guidance_interval"])
+    assert calls == 3 and evals == evaluations_per_video(3, 4.0, fast.get("guidance_interval"))
     _, evals, _, _ = _sample(pipe, preset="fast", guidance_scale=1.0)
     assert evals == fast["num_inference_steps"]
+    _, evals, _, _ = _sample(pipe, preset="fast", guidance_interval=(0.0, 0.5))
+    assert evals == fast["num_inference_steps"] * 3 // 2
     # a folder naming its default preset; an explicit preset still wins
     folder_fast = make_pipe(text_parts, transformer=pipe.transformer, sampling={**RAW, "steps": 6, "guidance": 4.0,
                                                                                 "preset": "fast"})
