@@ -58,8 +58,10 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
     "folder-fbc0.05": {"preset": "quality", "cache": ("FirstBlockCacheConfig", {"threshold": 0.05})},
     "folder-fbc0.1": {"preset": "quality", "cache": ("FirstBlockCacheConfig", {"threshold": 0.1})},
     "folder-fbc0.2": {"preset": "quality", "cache": ("FirstBlockCacheConfig", {"threshold": 0.2})},
-    "dpm++-30-fbc0.1": {"scheduler": "dpm++", "num_inference_steps": 30,
-                        "cache": ("FirstBlockCacheConfig", {"threshold": 0.1})},
+    "folder-fbc0.3": {"preset": "quality", "cache": ("FirstBlockCacheConfig", {"threshold": 0.3})},
+    "folder-fbc0.5": {"preset": "quality", "cache": ("FirstBlockCacheConfig", {"threshold": 0.5})},
+    "dpm++-20-fbc0.3": {"scheduler": "dpm++", "num_inference_steps": 20,
+                        "cache": ("FirstBlockCacheConfig", {"threshold": 0.3})},
     "balanced": {"preset": "balanced"},
     "fast": {"preset": "fast"},
 }
