@@ -16,6 +16,8 @@ Image conditions (``--image``, ``--video``, ``--mask-type``, ``--cond-frames``, 
 ``--vae`` and ``--text-encoder``. Without ``--model`` the shipped model (assets/models/opensora-t2v) is used.
 Sampling flags left out take the model folder's ``model_index.json`` settings (the sizes, steps and frame rate it
 was trained for), else the release's (93 frames at 352x640, 100 EulerAncestral steps, CFG 7.5, 18 fps).
+``--preset quality|balanced|fast`` (default: the folder's ``preset``, else its settings as they are) picks the
+solver, steps and guided steps (:mod:`opensora.pipelines.presets`); ``--steps`` and ``--scheduler`` override it.
 
 ``--output`` is a file (.mp4/.mkv/.mov, or .png/.jpg for 1 frame; several prompts or samples get ``-NNN``/``-sK``
 suffixes; an existing file is replaced only with ``--overwrite``) or a folder (one ``NNN-prompt-words[-sK].mp4`` per
@@ -39,6 +41,7 @@ from wfvae.cli_support import (ErrorParser, UsageError, check_finite_number, che
                                parse_device, parse_dtype, run_cli)
 
 import opensora.pipelines.schedulers as sched
+from opensora.pipelines.presets import PRESET_NAMES
 from opensora.cli.condition_args import add_condition_arguments
 from opensora.cli.sample_io import (LATENTS_FORMAT, check_outputs, check_video_memory, decode_sample, latents_metadata,
                         load_latents, output_paths, save_latents, write_output)
@@ -89,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance-rescale", type=float, default=0.0, help="0..1 (default 0, as the release)")
     g.add_argument("--scheduler", choices=list(sched.SCHEDULER_NAMES), default=None,
                    help=_default(sched.DEFAULT_SCHEDULER))
+    g.add_argument("--preset", choices=list(PRESET_NAMES), default=None,
+                   help="speed/quality preset: quality (the model folder's settings), balanced, fast; --steps and "
+                        "--scheduler override its values (default: the model folder's preset, else quality)")
     g.add_argument("--seed", type=int, default=sched.DEFAULT_SEED,
                    help=f"prompt i uses seed + i (default {sched.DEFAULT_SEED})")
     g.add_argument("--num-samples", type=int, default=1, help="videos per prompt, 1..1000 (default 1)")
@@ -210,6 +216,13 @@ def apply_defaults(args, use_model: bool = True) -> None:
             defaults.update(sampling_defaults(model))
         except (ValueError, OSError) as exc:
             raise UsageError(first_line(exc)) from None
+    if use_model:  # --preset (else the folder's) fills --steps and --scheduler when they are unset
+        from opensora.pipelines.presets import resolve_preset
+
+        args.preset = args.preset or defaults.get("preset")
+        chosen = resolve_preset(args.preset, args.steps, args.scheduler)
+        args.steps, args.scheduler = chosen["num_inference_steps"], chosen["scheduler"]
+        args.guidance_interval, args.scheduler_options = chosen["guidance_interval"], chosen["scheduler_options"]
     for key, value in defaults.items():
         name = _ARG_NAMES.get(key, key)
         if getattr(args, name) is None:
@@ -329,7 +342,7 @@ def _metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, model_dirs) -> dict
         "negative_prompt": args.negative_prompt, "seeds": json.dumps(seeds), "num_samples": args.num_samples,
         "num_frames": args.frames, "height": args.height, "width": args.width, "fps": repr(float(args.fps)),
         "steps": args.steps, "guidance": repr(args.guidance), "guidance_rescale": repr(args.guidance_rescale),
-        "scheduler": args.scheduler, "model": model_dirs[0], "text_encoder": model_dirs[1], "vae": vae_dir,
+        "scheduler": args.scheduler, "preset": str(args.preset), "model": model_dirs[0], "text_encoder": model_dirs[1], "vae": vae_dir,
         "vae_config": json.dumps(_config_json(vae_cfg), sort_keys=True),
     }
 
@@ -367,7 +380,7 @@ def cmd_sample(args) -> None:
                 "negative_prompt": args.negative_prompt, "raw_prompt": bool(args.raw_prompt),
                 "scheduler": args.scheduler}
     parts = dict(tokenizer=tokenizer, text_encoder=encoder, transformer=transformer, vae=vae,
-                 scheduler=sched.make_scheduler(args.scheduler), sampling=sampling)
+                 scheduler=sched.make_scheduler(args.scheduler, **args.scheduler_options), sampling=sampling)
     inpaint = isinstance(model_cfg, OpenSoraInpaintConfig)
     if args.controller is not None:
         controller = _loading(f"cannot load controller {args.controller}",
@@ -394,7 +407,7 @@ def cmd_sample(args) -> None:
     for i, prompt in enumerate(prompts_used):
         latents = pipe(prompt, num_videos_per_prompt=args.num_samples, guidance_rescale=args.guidance_rescale,
                        generator=torch.Generator().manual_seed(seeds[i]), output_type="latent",
-                       **conditions).frames
+                       guidance_interval=args.guidance_interval, **conditions).frames
         if lead and i == 0 and getattr(pipe, "image_condition", None) is not None:
             cond = pipe.image_condition
             print(f"image condition: {cond.mask_type.value}, kept frames {cond.indices}", file=sys.stderr)

@@ -11,6 +11,9 @@ A model folder is a diffusers pipeline folder::
      "sampling": {"num_frames": 17, "height": 96, "width": 96, "steps": 50, "guidance": 6.0, "fps": 8,
                   "max_length": 32, "negative_prompt": "", "raw_prompt": true}}
 
+``sampling`` may also name a default ``preset`` (:mod:`opensora.pipelines.presets`: ``quality``, ``balanced``,
+``fast``); without one, the settings are used as they are (``quality``).
+
 ``sampling`` and ``text_encoder_location`` are registered configuration of the pipeline (arguments of its
 ``__init__``), so ``DiffusionPipeline.from_pretrained`` hands them over and ``save_pretrained`` writes them back.
 Unset ``__call__`` arguments come from ``sampling``, then from the release (:data:`RELEASE_SETTINGS`). A part left
@@ -30,7 +33,8 @@ from typing import Any, Dict, Optional
 INDEX_FILE = "model_index.json"
 PARTS = ("transformer", "vae", "text_encoder")
 SAMPLING_KEYS = {"num_frames": int, "height": int, "width": int, "steps": int, "guidance": float, "fps": float,
-                 "max_length": int, "negative_prompt": str, "raw_prompt": bool, "scheduler": str}
+                 "max_length": int, "negative_prompt": str, "raw_prompt": bool, "scheduler": str,
+                 "preset": str}
 
 # The release's sampling settings (sample_t2v_v1_3.sh): used for whatever a model folder leaves out.
 RELEASE_SETTINGS: Dict[str, Any] = {"num_frames": 93, "height": 352, "width": 640, "steps": 100, "guidance": 7.5,
@@ -117,6 +121,13 @@ def check_sampling(sampling: Optional[Dict[str, Any]], where: str = "sampling") 
         if not ok or (kind is int and isinstance(value, bool)):
             raise ValueError(f"{where}: sampling {key} must be {kind.__name__}, got {value!r}")
         out[key] = kind(value)
+    if "preset" in out:
+        from opensora.pipelines.presets import check_preset
+
+        try:
+            check_preset(out["preset"])
+        except ValueError as exc:
+            raise ValueError(f"{where}: sampling {exc}") from None
     return out
 
 

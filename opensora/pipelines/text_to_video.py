@@ -21,10 +21,13 @@ What a call does, as in the release's ``OpenSoraPipeline``:
    prompts to (B, L, D) embeddings + (B, L) masks, repeated ``num_videos_per_prompt`` times (prompt-major);
 2. the scheduler's timesteps are set and unit Gaussian latents (B, C, 1 + (T - 1)/4, H/8, W/8) are drawn and
    multiplied by its ``init_noise_sigma``;
-3. each step runs the denoiser on [uncond, cond] (guidance ``uncond + g * (cond - uncond)`` when ``g > 1``) and
-   lets the scheduler step;
+3. each step runs the denoiser on [uncond, cond] in one batched call (guidance ``uncond + g * (cond - uncond)`` when
+   ``g > 1``; only on the steps of ``guidance_interval``, the others run on cond alone) and lets the scheduler step;
 4. latents live in the diffusion space ``(z - shift) * scale``; they are mapped back with the VAE's
    ``unscale_latents`` and decoded to frames.
+
+``preset="quality"|"balanced"|"fast"`` (:mod:`opensora.pipelines.presets`; the folder's ``sampling`` may name a
+default ``preset``) picks the scheduler, steps and guidance interval for the call; explicit arguments win.
 
 Latents and scheduler arithmetic stay in float32 whatever the model dtype; the initial noise is drawn on the
 generator's device (a CPU generator gives the same noise on any device).
@@ -47,6 +50,7 @@ from diffusers.video_processor import VideoProcessor
 
 from opensora.pipelines.defaults import (
     check_sampling, is_diffusers_index, part_folder, read_index, resolve_location, settings)
+from opensora.pipelines.presets import check_guidance_interval, guided_steps, resolve_preset
 from opensora.pipelines.schedulers import POSITIVE_PROMPT_TEMPLATE, make_scheduler
 
 Prompts = Union[str, Sequence[str]]
@@ -300,8 +304,9 @@ class OpenSoraPipeline(DiffusionPipeline, OpenSoraLoraLoaderMixin):
     def interrupt(self) -> bool:
         return self._interrupt
 
-    def _step_kwargs(self, generator, eta: float) -> dict:
-        params = inspect.signature(self.scheduler.step).parameters
+    @staticmethod
+    def _step_kwargs(scheduler, generator, eta: float) -> dict:
+        params = inspect.signature(scheduler.step).parameters
         return {k: v for k, v in (("generator", generator), ("eta", eta)) if k in params}
 
     def _cache_context(self, name: str):
@@ -321,22 +326,27 @@ class OpenSoraPipeline(DiffusionPipeline, OpenSoraLoraLoaderMixin):
                 negative_prompt_embeds: Optional[torch.Tensor], negative_mask: Optional[torch.Tensor],
                 timesteps: torch.Tensor, guidance_rescale: float = 0.0, generator=None, eta: float = 0.0,
                 callback_on_step_end: Optional[Callable] = None,
-                callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",)) -> torch.Tensor:
+                callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",), scheduler=None,
+                guidance_interval: Optional[Tuple[float, float]] = None) -> torch.Tensor:
         """The sampling loop from scaled noise ``latents`` (B, C, t, h, w) float32; returns the final latents.
-        Guided when negative embeddings are given: rows [negatives, prompts]."""
+        Guided when negative embeddings are given: rows [negatives, prompts] in one call, on the steps of
+        ``guidance_interval`` ((start, end) fractions of the steps; default all). ``scheduler``: default
+        ``self.scheduler``, with its timesteps set."""
+        scheduler = self.scheduler if scheduler is None else scheduler
         in_ch = latents.shape[1]
-        step_kwargs = self._step_kwargs(generator, eta)
+        step_kwargs = self._step_kwargs(scheduler, generator, eta)
         device = self._execution_device
+        guide = guided_steps(len(timesteps), guidance_interval)
         with self.progress_bar(total=len(timesteps)) as bar:
             for i, t in enumerate(timesteps):
                 if self.interrupt:
                     continue
                 self._current_timestep = t
-                guided = negative_prompt_embeds is not None
+                guided = negative_prompt_embeds is not None and guide[i]
                 embeds = torch.cat([negative_prompt_embeds, prompt_embeds]) if guided else prompt_embeds
                 mask = torch.cat([negative_mask, prompt_mask]) if guided else prompt_mask
                 model_input = torch.cat([latents, latents]) if guided else latents
-                model_input = self.scheduler.scale_model_input(model_input, t)
+                model_input = scheduler.scale_model_input(model_input, t)
                 timestep = t.to(device, torch.float32).reshape(1).expand(model_input.shape[0])
                 # one context for the batched [uncond, cond] call: diffusers' step caches key their state by it
                 with self._cache_context("guided" if guided else "cond"):
@@ -346,7 +356,7 @@ class OpenSoraPipeline(DiffusionPipeline, OpenSoraLoraLoaderMixin):
                     pred = uncond + self.guidance_scale * (cond - uncond)
                     if guidance_rescale > 0:
                         pred = rescale_guidance(pred, cond, guidance_rescale)
-                latents = self.scheduler.step(pred, t, latents, return_dict=False, **step_kwargs)[0]
+                latents = scheduler.step(pred, t, latents, return_dict=False, **step_kwargs)[0]
                 if callback_on_step_end is not None:
                     local = {"latents": latents, "prompt_embeds": prompt_embeds,
                              "negative_prompt_embeds": negative_prompt_embeds}
@@ -385,6 +395,7 @@ class OpenSoraPipeline(DiffusionPipeline, OpenSoraLoraLoaderMixin):
                  return_dict: bool = True, callback_on_step_end: Optional[Callable] = None,
                  callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
                  max_sequence_length: Optional[int] = None, raw_prompt: Optional[bool] = None, eta: float = 0.0,
+                 preset: Optional[str] = None, guidance_interval: Optional[Tuple[float, float]] = None,
                  **conditions):
         """Generate ``num_videos_per_prompt`` videos per prompt.
 
@@ -394,6 +405,10 @@ class OpenSoraPipeline(DiffusionPipeline, OpenSoraLoraLoaderMixin):
         ``prompt_embeds`` (B, L, D) (+ ``prompt_attention_mask`` (B, L)) replace ``prompt``, likewise the negatives.
         ``callback_on_step_end(pipe, step, timestep, tensors)`` after every step may return replacements for
         ``callback_on_step_end_tensor_inputs``. ``eta``: DDIM's. ``conditions``: see the condition pipelines.
+        ``preset``: ``quality`` | ``balanced`` | ``fast`` (default: the settings' ``preset``, else the settings as
+        they are): a scheduler, ``num_inference_steps`` and ``guidance_interval`` for this call
+        (:data:`opensora.pipelines.presets.PRESETS`; ``self.scheduler`` is left as it is), each overridden by an
+        explicit argument. ``guidance_interval``: (start, end) fractions of the steps that are guided (default all).
 
         Returns :class:`OpenSoraPipelineOutput` (``frames``; see its docstring), or ``(frames,)`` without
         ``return_dict``.
@@ -408,9 +423,14 @@ class OpenSoraPipeline(DiffusionPipeline, OpenSoraLoraLoaderMixin):
         if (prompt is None) == (prompt_embeds is None):
             raise ValueError("give prompt or prompt_embeds (one of them)")
         s = self.settings
+        chosen = resolve_preset(s.get("preset") if preset is None else preset, num_inference_steps,
+                                guidance_interval=guidance_interval)
         num_frames = s["num_frames"] if num_frames is None else num_frames
         height, width = s["height"] if height is None else height, s["width"] if width is None else width
-        steps = s["steps"] if num_inference_steps is None else num_inference_steps
+        steps = s["steps"] if chosen["num_inference_steps"] is None else chosen["num_inference_steps"]
+        guidance_interval = check_guidance_interval(chosen["guidance_interval"])
+        scheduler = self.scheduler if chosen["scheduler"] is None else \
+            make_scheduler(chosen["scheduler"], **chosen["scheduler_options"])
         self._guidance_scale = s["guidance"] if guidance_scale is None else guidance_scale
         if not isinstance(steps, int) or steps < 1 or not isinstance(num_videos_per_prompt, int) \
                 or num_videos_per_prompt < 1:
@@ -424,17 +444,18 @@ class OpenSoraPipeline(DiffusionPipeline, OpenSoraLoraLoaderMixin):
         shape = self.latent_shape(embeds.shape[0], num_frames, height, width)
         device = self._execution_device
         self.prepare_conditions(shape[0], num_frames, height, width, generator, **conditions)
-        self.scheduler.set_timesteps(steps, device=device)
-        timesteps = self.scheduler.timesteps
+        scheduler.set_timesteps(steps, device=device)
+        timesteps = scheduler.timesteps
         self._num_timesteps = len(timesteps)
         if latents is None:
             noise_device = generator.device if isinstance(generator, torch.Generator) else torch.device("cpu")
             latents = randn_tensor(shape, generator=generator, device=noise_device, dtype=torch.float32)
         elif tuple(latents.shape) != tuple(shape):
             raise ValueError(f"latents must have shape {tuple(shape)}, got {tuple(latents.shape)}")
-        latents = latents.to(device, torch.float32) * self.scheduler.init_noise_sigma
+        latents = latents.to(device, torch.float32) * scheduler.init_noise_sigma
         latents = self.denoise(latents, embeds, mask, neg, neg_mask, timesteps, guidance_rescale, generator, eta,
-                               callback_on_step_end, callback_on_step_end_tensor_inputs)
+                               callback_on_step_end, callback_on_step_end_tensor_inputs, scheduler=scheduler,
+                               guidance_interval=guidance_interval)
         if output_type == "latent":
             frames = latents
         else:
