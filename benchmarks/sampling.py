@@ -62,6 +62,10 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
     "folder-fbc0.5": {"preset": "quality", "cache": ("FirstBlockCacheConfig", {"threshold": 0.5})},
     "dpm++-20-fbc0.3": {"scheduler": "dpm++", "num_inference_steps": 20,
                         "cache": ("FirstBlockCacheConfig", {"threshold": 0.3})},
+    "folder-taylorseer3": {"preset": "quality",
+                           "cache": ("TaylorSeerCacheConfig", {"cache_interval": 3, "disable_cache_before_step": 3})},
+    "dpm++-20-taylorseer3": {"scheduler": "dpm++", "num_inference_steps": 20,
+                             "cache": ("TaylorSeerCacheConfig", {"cache_interval": 3, "disable_cache_before_step": 3})},
     "balanced": {"preset": "balanced"},
     "fast": {"preset": "fast"},
 }
