@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from wfvae.inference.memory import estimate_bytes
+from wfvae.inference.memory import estimate_bytes, simulated_peak_bytes
 from wfvae.inference.memory_probe import peak_memory
 
 MIB = 1024 ** 2
@@ -90,7 +90,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     vae = WFVAE.from_pretrained(folder, torch_dtype=dtype, device=device)
     x = _inputs(args.op, args.shape, vae.config.latent_dim, dtype, device)
-    k, base = args.latent_chunk, vae.config.base_channels
+    k, base, config = args.latent_chunk, vae.config.base_channels, dict(vae.config)
     results = {}
 
     def ours():
@@ -147,7 +147,11 @@ def main() -> None:
             print(f"max |ours - published|: {diff:.2e}")
     elif args.published:
         print(f"published: skipped ({args.published} not found)")
-    print(f"planner estimate (--max-memory model, {frames} frames in flight): {est / MIB:.1f} MiB, "
+    lat = 1 + (t - 1) // 4
+    sim = simulated_peak_bytes(config, args.op, h, w, dtype, k or lat, lat)
+    print(f"--max-memory planner (meta simulation of the streamed run): {sim / MIB:.1f} MiB, "
+          f"{sim / mine.live_tensors:.3f}x the measured peak")
+    print(f"linear rule of thumb ({frames} frames in flight): {est / MIB:.1f} MiB, "
           f"{est / mine.live_tensors:.3f}x the measured peak")
 
 

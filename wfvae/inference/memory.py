@@ -7,8 +7,8 @@ Two estimates of the peak activation memory of a streamed encode or decode (plus
   model on the ``meta`` device, which computes shapes only (about a second per case, no memory). It counts the
   tensors the CPU run holds exactly; on CUDA the allocator adds kernel workspaces and rounding on top.
 * :func:`estimate_bytes`, a linear rule of thumb (bytes per pixel per frame in flight times the model width) for
-  when no config is at hand. Its factors were read off the live-tensor peaks of WF-VAE-L/S (see
-  ``benchmarks/NOTES.md``): within 3-8 % for whole clips, up to about 30 % off for chunked runs.
+  when no config is at hand. Its factors were read off the live-tensor peaks of WF-VAE-L/S whole clips (within
+  3-8 %, see ``benchmarks/NOTES.md``); it underestimates chunked runs (0.4-0.6x: caches and the chunk layout).
 """
 from __future__ import annotations
 
@@ -112,16 +112,26 @@ def plan(base_channels: int, temporal: int, height: int, width: int, dtype: torc
             else:
                 high = mid - 1
         return Plan(low, None, None, cost(low, height, width) / 1024 ** 3)
-    tile = (max(height, width) // 8) * 8
+    sizes, tile = [], (max(height, width) // 8) * 8  # candidate tiles, largest first
     while tile >= 64:
-        overlap = max(8, (tile // 4) // 8 * 8)
-        h, w = min(tile, height), min(tile, width)
-        if config is None:
-            c = cost(1, h, w)
-        else:  # the whole frame, tiled: tiles of that size run one after the other
-            c = cost(1, height, width, tile, overlap)
-        if c <= budget:
-            return Plan(1, tile, overlap, c / 1024 ** 3)
+        sizes.append(tile)
         tile -= 8 if tile <= 256 else 64
+
+    def tiled(tile):
+        overlap = max(8, (tile // 4) // 8 * 8)
+        if config is None:
+            return overlap, cost(1, min(tile, height), min(tile, width))
+        return overlap, cost(1, height, width, tile, overlap)  # the whole frame, its tiles one after the other
+
+    if sizes and tiled(sizes[-1])[1] <= budget:  # the smallest fits: bisect for the largest that does
+        low, high = len(sizes) - 1, 0
+        while low > high:
+            mid = (low + high) // 2
+            if tiled(sizes[mid])[1] <= budget:
+                low = mid
+            else:
+                high = mid + 1
+        overlap, c = tiled(sizes[low])
+        return Plan(1, sizes[low], overlap, c / 1024 ** 3)
     raise ValueError(f"{budget_gb} GB is too little memory for this model (one 64x64 tile needs "
                      f"{cost(1, 64, 64) / 1024 ** 3:.2f} GB)")
