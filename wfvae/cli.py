@@ -170,7 +170,7 @@ def _plan(args, vae, height, width, num_latent, mode):
     weights = sum(p.numel() * p.element_size() for p in vae.parameters())
     try:
         chosen = plan(vae.config.base_channels, vae.temporal_compression, height, width, vae.dtype, args.max_memory,
-                      weights, mode, num_latent)
+                      weights, mode, num_latent, config=vae.config)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return (args.latent_chunk or chosen.latent_chunk, args.tile or chosen.tile,

@@ -199,11 +199,21 @@ class WFVAE(ModelMixin, ConfigMixin):
         self._check_latents(z)
         k = z.shape[2] if latent_chunk is None else self._check_chunk(latent_chunk)
         tile, tile_overlap = self._tiling(tile, tile_overlap)
-        parts = []
-        for lat in self._slices(z):
-            chunks = (lat[:, :, i:i + k] for i in range(0, lat.shape[2], k))
-            parts.append(_cat(list(self._decode_chunks(chunks, tile, tile_overlap)), dim=2))
-        video = _cat(parts, dim=0)
+        slices = self._slices(z)
+        if len(slices) == 1 and k >= z.shape[2]:  # one piece: the decoder's output is the video
+            video = next(self._decode_chunks(iter([z]), tile, tile_overlap))
+        else:  # pieces written in place into the output (no list of pieces, no concatenation copy)
+            video, row = None, 0
+            for lat in slices:
+                frame = 0
+                for piece in self._decode_chunks((lat[:, :, i:i + k] for i in range(0, lat.shape[2], k)), tile,
+                                                 tile_overlap):
+                    if video is None:
+                        frames = 1 + self.temporal_compression * (z.shape[2] - 1)
+                        video = piece.new_empty(z.shape[0], piece.shape[1], frames, *piece.shape[3:])
+                    video[row:row + lat.shape[0], :, frame:frame + piece.shape[2]] = piece
+                    frame += piece.shape[2]
+                row += lat.shape[0]
         if not return_dict:
             return (video,)
         from diffusers.models.autoencoders.vae import DecoderOutput  # here: that module imports every diffusers VAE
@@ -449,7 +459,10 @@ def _check_tensor(x, what: str, shape: str, video_hint: bool = False) -> None:
 
 def _check_values(x: torch.Tensor, what: str, limit: Optional[float] = None) -> None:
     """No NaN or inf in ``x`` (and, with ``limit``, all values in [-limit, limit]): one min/max reduction, which
-    NaN propagates to, and one device sync."""
+    NaN propagates to, and one device sync. Meta tensors (shape-only runs, e.g. memory accounting) have no values
+    to check."""
+    if x.device.type == "meta":
+        return
     low, high = torch.aminmax(x)
     low, high = torch.stack([low, high]).tolist()
     if not (math.isfinite(low) and math.isfinite(high)):

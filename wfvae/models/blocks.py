@@ -65,9 +65,13 @@ class ResnetBlock2D(nn.Module):
             self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
+        """(N, C_in, H, W) -> (N, C_out, H, W). Intermediates die as soon as the next exists; without autograd the
+        activations and the residual sum are computed in place (at most input, one activation, one output)."""
+        inplace = not torch.is_grad_enabled()
+        h = self.norm2(self.conv1(F.silu(self.norm1(x), inplace=inplace)))
+        h = self.conv2(self.dropout(F.silu(h, inplace=inplace)))
+        shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
+        return h.add_(shortcut) if inplace else shortcut + h
 
     def forward(self, x: torch.Tensor, cache: Optional[StreamCache] = None) -> torch.Tensor:
         return per_frame(self._forward, x)
@@ -87,13 +91,17 @@ class ResnetBlock3D(nn.Module):
             self.nin_shortcut = CausalConv3d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, cache: Optional[StreamCache] = None) -> torch.Tensor:
-        """(B, C_in, T, H, W) -> (B, C_out, T', H, W); the SiLUs are fused into the causal padding of the convs."""
-        h = self.conv1(self.norm1(x), cache, act=F.silu)
+        """(B, C_in, T, H, W) -> (B, C_out, T', H, W); the SiLUs are fused into the causal padding of the convs.
+
+        Each intermediate is dropped as soon as the next one exists (conv1's output dies inside ``norm2``): at
+        most the input, one normalised tensor, one padded frame buffer and one convolution output are alive."""
+        h = self.norm2(self.conv1(self.norm1(x), cache, act=F.silu))
         if self.training and self.dropout.p > 0:
-            h = self.conv2(self.dropout(F.silu(self.norm2(h))), cache)
+            h = self.conv2(self.dropout(F.silu(h)), cache)
         else:
-            h = self.conv2(self.norm2(h), cache, act=F.silu)
-        return (self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x) + h
+            h = self.conv2(h, cache, act=F.silu)
+        shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
+        return shortcut + h if torch.is_grad_enabled() else h.add_(shortcut)
 
 
 class FrameAttention(nn.Module):
@@ -126,7 +134,8 @@ class FrameAttention(nn.Module):
             h = self.norm(x).movedim(1, -1)
         h = h.reshape(b * t, hh * ww, c)
         out = F.scaled_dot_product_attention(self._linear(h, self.q), self._linear(h, self.k), self._linear(h, self.v))
-        return x + self._linear(out, self.proj_out).view(b, t, hh, ww, c).movedim(-1, 1)
+        out = self._linear(out, self.proj_out).view(b, t, hh, ww, c).movedim(-1, 1)
+        return x + out if torch.is_grad_enabled() else out.add_(x)  # in place: no third full-size tensor
 
 
 class Downsample2D(nn.Module):

@@ -83,7 +83,7 @@ def read_weights(path: str, dtype: Optional[torch.dtype] = None, allow_pickle: b
     A ``.safetensors`` file is read tensor by tensor (:func:`iter_safetensors`); a ``.ckpt`` is memory-mapped where
     its format allows, so that only the chosen weights (EMA preferred) are read, and each is copied once."""
     if path.endswith(".safetensors"):
-        items, mapped = iter_safetensors(path), False
+        items, mapped = iter_safetensors(path, dtype), False
     else:
         items, mapped = read_state_dict(path, allow_pickle=allow_pickle, mmap=True).items(), True
     state, haar = {}, {}
@@ -242,9 +242,15 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
                        "U8": torch.uint8, "BOOL": torch.bool}
 
 
-def iter_safetensors(path: str) -> Iterator[Tuple[str, torch.Tensor]]:
+_STAGING_BYTES = 8 * 1024 ** 2
+
+
+def iter_safetensors(path: str, dtype: Optional[torch.dtype] = None) -> Iterator[Tuple[str, torch.Tensor]]:
     """(name, tensor) for every tensor of a safetensors file, one at a time, read with plain file reads into a fresh
     CPU tensor (no memory map, so no file pages are held while loading), in file order.
+
+    With ``dtype``, floating tensors of another dtype are converted while they are read, through a staging buffer
+    of at most ``_STAGING_BYTES``: loading in a smaller dtype never holds a whole tensor in the file's dtype.
 
     Raises FileNotFoundError for a missing file and ValueError naming the file for a damaged one (the whole
     header is checked before the first tensor is read)."""
@@ -282,12 +288,26 @@ def iter_safetensors(path: str) -> Iterator[Tuple[str, torch.Tensor]]:
             if not ok or data_start + end > size:
                 raise bad(f"bad entry for tensor {name}")
             entries.append((begin, name, kind, shape))
+        staging = None
         for begin, name, kind, shape in sorted(entries, key=lambda e: e[0]):
-            raw = torch.empty(math.prod(shape) * torch.empty(0, dtype=kind).element_size(), dtype=torch.uint8)
             fh.seek(data_start + begin)
-            if fh.readinto(raw.numpy()) != raw.numel():
-                raise bad(f"data of tensor {name} is cut short")
-            yield name, raw.view(kind).reshape(shape)
+            if dtype is None or not kind.is_floating_point or kind == dtype:
+                raw = torch.empty(math.prod(shape) * torch.empty(0, dtype=kind).element_size(), dtype=torch.uint8)
+                if fh.readinto(raw.numpy()) != raw.numel():
+                    raise bad(f"data of tensor {name} is cut short")
+                yield name, raw.view(kind).reshape(shape)
+                continue
+            out = torch.empty(shape, dtype=dtype).view(-1)
+            size = torch.empty(0, dtype=kind).element_size()
+            if staging is None:
+                staging = torch.empty(_STAGING_BYTES, dtype=torch.uint8)
+            step = _STAGING_BYTES // size
+            for i in range(0, out.numel(), step):
+                n = min(step, out.numel() - i) * size
+                if fh.readinto(staging[:n].numpy()) != n:
+                    raise bad(f"data of tensor {name} is cut short")
+                out[i:i + n // size] = staging[:n].view(kind)
+            yield name, out.view(shape)
 
 
 @contextmanager
