@@ -32,6 +32,13 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+DPM20_MAG_RATIOS = [1.000, 0.907, 1.033, 0.987, 0.866, 0.853, 0.872, 0.840, 0.854, 0.824, 0.832, 0.811, 0.834, 0.838, 0.858,
+    0.873, 0.886, 0.902, 0.911, 0.914]
+FOLDER50_MAG_RATIOS = [1.000, 0.992, 1.056, 0.905, 0.955, 1.031, 1.036, 0.950, 0.962, 0.981, 0.933, 0.965, 0.932, 0.926, 0.968,
+    0.933, 0.929, 0.965, 0.926, 0.935, 0.936, 0.902, 0.945, 0.917, 0.920, 0.944, 0.905, 0.923, 0.923, 0.935,
+    0.927, 0.938, 0.918, 0.942, 0.936, 0.934, 0.928, 0.951, 0.941, 0.948, 0.948, 0.944, 0.950, 0.953, 0.951,
+    0.952, 0.951, 0.942, 0.942, 0.929]
+
 # name -> pipeline call arguments (+ "cache": a diffusers cache config name and its arguments). Guidance and sizes
 # are the model folder's. "folder" is what the model folder does today (quality preset).
 SETTINGS: Dict[str, Dict[str, Any]] = {
@@ -66,6 +73,14 @@ SETTINGS: Dict[str, Dict[str, Any]] = {
                            "cache": ("TaylorSeerCacheConfig", {"cache_interval": 3, "disable_cache_before_step": 3})},
     "dpm++-20-taylorseer3": {"scheduler": "dpm++", "num_inference_steps": 20,
                              "cache": ("TaylorSeerCacheConfig", {"cache_interval": 3, "disable_cache_before_step": 3})},
+    # MagCache: magnitude ratios calibrated on one tuning prompt ("footage of a blue disc dropping down", seed 0)
+    # with MagCacheConfig(calibrate=True) at the setting's own solver and steps
+    "dpm++-20-mag0.06": {"scheduler": "dpm++", "num_inference_steps": 20,
+                          "cache": ("MagCacheConfig", {"threshold": 0.06, "num_inference_steps": 20,
+                                                       "mag_ratios": DPM20_MAG_RATIOS})},
+    "folder-mag0.06": {"preset": "quality",
+                        "cache": ("MagCacheConfig", {"threshold": 0.06, "num_inference_steps": 50,
+                                                     "mag_ratios": FOLDER50_MAG_RATIOS})},
     "balanced": {"preset": "balanced"},
     "fast": {"preset": "fast"},
 }
