@@ -64,8 +64,11 @@ def _inputs(op: str, shape: str, latent_dim: int, dtype: torch.dtype, device: to
 
 
 def _published(path: str, folder: str, dtype, device):
-    sys.path.insert(0, os.path.abspath(path))
-    from causalvideovae.model.vae.modeling_wfvae import WFVAEModel
+    sys.path.insert(0, os.path.abspath(path))  # the published checkout is not installed: it is only measured
+    try:
+        from causalvideovae.model.vae.modeling_wfvae import WFVAEModel
+    except ImportError as exc:
+        raise SystemExit(f"error: --published {path} is not a PKU-YuanGroup/WF-VAE checkout ({exc})") from None
 
     return WFVAEModel.from_pretrained(folder, torch_dtype=dtype).eval().to(device)
 
