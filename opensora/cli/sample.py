@@ -43,8 +43,8 @@ from wfvae.cli_support import (ErrorParser, UsageError, check_finite_number, che
 import opensora.pipelines.schedulers as sched
 from opensora.pipelines.presets import PRESET_NAMES
 from opensora.cli.condition_args import add_condition_arguments
-from opensora.cli.sample_io import (LATENTS_FORMAT, check_outputs, check_video_memory, decode_sample, latents_metadata,
-                        load_latents, output_paths, save_latents, write_output)
+from opensora.cli.sample_io import (LATENTS_FORMAT, check_outputs, check_video_memory, decode_and_write,
+                                    latents_metadata, load_latents, outcome, output_paths, save_latents)
 
 __all__ = ["main", "build_parser", "output_paths", "load_latents", "save_latents", "UsageError", "LATENTS_FORMAT"]
 
@@ -342,7 +342,8 @@ def _metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, model_dirs) -> dict
         "negative_prompt": args.negative_prompt, "seeds": json.dumps(seeds), "num_samples": args.num_samples,
         "num_frames": args.frames, "height": args.height, "width": args.width, "fps": repr(float(args.fps)),
         "steps": args.steps, "guidance": repr(args.guidance), "guidance_rescale": repr(args.guidance_rescale),
-        "scheduler": args.scheduler, "preset": str(args.preset), "model": model_dirs[0], "text_encoder": model_dirs[1], "vae": vae_dir,
+        "scheduler": args.scheduler, "preset": str(args.preset), "model": model_dirs[0],
+        "text_encoder": model_dirs[1], "vae": vae_dir,
         "vae_config": json.dumps(_config_json(vae_cfg), sort_keys=True),
     }
 
@@ -412,7 +413,7 @@ def cmd_sample(args) -> None:
             cond = pipe.image_condition
             print(f"image condition: {cond.mask_type.value}, kept frames {cond.indices}", file=sys.stderr)
         check_finite_tensor(latents, f"the latents sampled for prompt {i + 1} ({prompts[i][:40]!r})",
-                            _outcome(written, "check the model's weights (--model)"))
+                            outcome(written, "check the model's weights (--model)"))
         done.append(latents.cpu())
         if not lead:
             continue
@@ -423,35 +424,12 @@ def cmd_sample(args) -> None:
         if offload:
             pipe.vae.to(device)
         try:
-            written += _decode_and_write(pipe.vae, latents, paths[i], args.fps, args, prompts[i], written)
+            written += decode_and_write(pipe.vae, latents, paths[i], args.fps, args, prompts[i], written)
         finally:
             if offload:
                 pipe.vae.to("cpu")
     if args.save_latents and lead:
         print(f"{args.save_latents}: latents {tuple(torch.cat(done).shape)}")
-
-
-def _outcome(written: List[str], hint: str = "") -> str:
-    done = f"only {len(written)} earlier file{'s' if len(written) > 1 else ''} written" if written else \
-        "nothing was written"
-    return f"{done}{'; ' + hint if hint else ''}"
-
-
-def _decode_and_write(vae, latents, paths: List[str], fps: float, args, prompt: str, written: List[str]) -> List[str]:
-    """Decode latents (N, C, t, h, w), one sample per path, checking the frames, and write them."""
-    from tqdm.auto import tqdm
-
-    new = []
-    frames = 1 + vae.temporal_compression * (latents.shape[2] - 1)
-    with tqdm(total=frames * len(paths), desc="decode", unit="frame", disable=args.quiet, leave=False) as bar:
-        for j, path in enumerate(paths):
-            video = decode_sample(vae, latents[j:j + 1], args.vae_latent_chunk, args.vae_tile, bar,
-                                  f"the decoded frames for {path}", _outcome(written + new, "check the VAE's weights"))
-            write_output(path, video, fps)
-            new.append(path)
-            t, h, w = video.shape[1:]
-            print(f"{path}: {t} frames {h}x{w} @ {fps:g} fps  [{prompt}]")
-    return new
 
 
 def cmd_decode(args) -> None:
@@ -487,7 +465,7 @@ def cmd_decode(args) -> None:
     written: List[str] = []
     for i, prompt in enumerate(prompts):
         rows = latents[i * num_samples:(i + 1) * num_samples].to(device)
-        written += _decode_and_write(vae, rows, paths[i], fps, args, prompt, written)
+        written += decode_and_write(vae, rows, paths[i], fps, args, prompt, written)
 
 
 def _main(argv) -> None:

@@ -169,6 +169,31 @@ def decode_sample(vae, latents: "torch.Tensor", latent_chunk: Optional[int], til
     return video.clamp_(-1.0, 1.0)
 
 
+def outcome(written: List[str], hint: str = "") -> str:
+    """What a failure leaves behind, for its error message."""
+    done = f"only {len(written)} earlier file{'s' if len(written) > 1 else ''} written" if written else \
+        "nothing was written"
+    return f"{done}{'; ' + hint if hint else ''}"
+
+
+def decode_and_write(vae, latents, paths: List[str], fps: float, args, prompt: str, written: List[str]) -> List[str]:
+    """Decode latents (N, C, t, h, w), one sample per path, checking the frames, and write them (the paths
+    written are returned; ``written``: the files written before, for the error message)."""
+    from tqdm.auto import tqdm
+
+    new = []
+    frames = 1 + vae.temporal_compression * (latents.shape[2] - 1)
+    with tqdm(total=frames * len(paths), desc="decode", unit="frame", disable=args.quiet, leave=False) as bar:
+        for j, path in enumerate(paths):
+            video = decode_sample(vae, latents[j:j + 1], args.vae_latent_chunk, args.vae_tile, bar,
+                                  f"the decoded frames for {path}", outcome(written + new, "check the VAE's weights"))
+            write_output(path, video, fps)
+            new.append(path)
+            t, h, w = video.shape[1:]
+            print(f"{path}: {t} frames {h}x{w} @ {fps:g} fps  [{prompt}]")
+    return new
+
+
 # ---------------------------------------------------------------------------------------------- latents files
 def save_latents(path: str, latents: "torch.Tensor", meta: dict) -> None:
     """Write ``latents`` (N, C, t, h, w) and string metadata to a .safetensors file, atomically."""
