@@ -96,3 +96,16 @@ def run_in_subprocess(script: str, spec: dict) -> dict:
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def vae_config(name: str):
+    """WF-VAE configuration by benchmark name: ``l16`` / ``s8`` (the released presets) or ``tiny``."""
+    from wfvae import WFVAEConfig
+    from wfvae.models.presets import WFVAE_L_16CHN, WFVAE_S_8CHN
+
+    if name == "l16":
+        return WFVAE_L_16CHN
+    if name == "s8":
+        return WFVAE_S_8CHN
+    return WFVAEConfig(base_channels=16, latent_dim=8, encoder_energy_flow_hidden_size=16,
+                       decoder_energy_flow_hidden_size=16, norm_type="layernorm", t_interpolation="trilinear")

@@ -30,19 +30,9 @@ import torch
 from wfvae.inference.memory import estimate_bytes, simulated_peak_bytes
 from wfvae.inference.memory_probe import peak_memory
 
+from common import vae_config
+
 MIB = 1024 ** 2
-
-
-def _config(name: str):
-    from wfvae import WFVAEConfig
-    from wfvae.models.presets import WFVAE_L_16CHN, WFVAE_S_8CHN
-
-    if name == "l16":
-        return WFVAE_L_16CHN
-    if name == "s8":
-        return WFVAE_S_8CHN
-    return WFVAEConfig(base_channels=16, latent_dim=8, encoder_energy_flow_hidden_size=16,
-                       decoder_energy_flow_hidden_size=16, norm_type="layernorm", t_interpolation="trilinear")
 
 
 def weights_folder(model: str, folder: str) -> str:
@@ -51,7 +41,7 @@ def weights_folder(model: str, folder: str) -> str:
 
     if not os.path.exists(os.path.join(folder, "config.json")):
         torch.manual_seed(0)
-        WFVAE(**dataclasses.asdict(_config(model))).save_pretrained(folder)
+        WFVAE(**dataclasses.asdict(vae_config(model))).save_pretrained(folder)
     return folder
 
 

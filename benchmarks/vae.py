@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from common import add_timing_args, fast_math, header, measure, run_child_case, run_in_subprocess
+from common import add_timing_args, fast_math, header, measure, run_child_case, run_in_subprocess, vae_config
 
 GPU_CASES = [  # (op, shape, dtype, latent_chunk)
     ("encode", "33x256x256", "bfloat16", None), ("decode", "33x256x256", "bfloat16", None),
@@ -29,18 +29,6 @@ PUBLISHED_H100 = {  # published implementation, one H100 (issue reference), seco
 }
 
 
-def _config(name: str):
-    from wfvae import WFVAEConfig
-    from wfvae.models.presets import WFVAE_L_16CHN, WFVAE_S_8CHN
-
-    if name == "l16":
-        return WFVAE_L_16CHN
-    if name == "s8":
-        return WFVAE_S_8CHN
-    return WFVAEConfig(base_channels=16, latent_dim=8, encoder_energy_flow_hidden_size=16,
-                       decoder_energy_flow_hidden_size=16, norm_type="layernorm", t_interpolation="trilinear")
-
-
 def run_case(spec: dict) -> dict:
     """Time one (op, shape, dtype, chunk) case in this process."""
     import torch
@@ -51,7 +39,7 @@ def run_case(spec: dict) -> dict:
     dtype = getattr(torch, spec["dtype"])
     fast_math(device)
     torch.manual_seed(0)
-    vae = WFVAE(**dataclasses.asdict(_config(spec["model"]))).eval().to(device, dtype)
+    vae = WFVAE(**dataclasses.asdict(vae_config(spec["model"]))).eval().to(device, dtype)
     t, h, w = (int(v) for v in spec["shape"].split("x"))
     f = vae.temporal_compression
     if spec["op"] == "encode":
