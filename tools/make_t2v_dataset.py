@@ -1,6 +1,7 @@
 """Write the synthetic captioned text-to-video training set of :mod:`opensora.synthetic.shapes`.
 
     python tools/make_t2v_dataset.py OUT_DIR [--num-clips 3000] [--frames 17] [--size 96] [--fps 8] [--seed 0]
+        [--captions broad|basic] [--captions-per-clip 4] [--slow-fraction 0.25]
 
 Writes into OUT_DIR:
 
@@ -9,8 +10,11 @@ Writes into OUT_DIR:
   to ~36 dB);
 * ``train.json``: the annotation list read by ``opensora.data.datasets.load_entries`` (entries ``path`` relative to
 OUT_DIR,
-  ``cap``: three captions from different training templates, ``resolution``, ``num_frames``, ``fps``, and the
-  labels ``colour``, ``shape``, ``motion``, ``background``);
+  ``cap``: the clip's captions, ``resolution``, ``num_frames``, ``fps``, and the labels ``colour``, ``shape``,
+  ``motion``, ``background``, ``slow``). ``--captions broad`` (the default) writes them with the training words
+  and sentence structures of :mod:`opensora.synthetic.vocabulary` (its held-out words never appear);
+  ``basic`` with the 8 templates of :mod:`opensora.synthetic.shapes` (the first shipped model's data, 3 per clip).
+  ``--slow-fraction`` of the clips are slow pieces of a frame-crossing path, captioned as slow;
 * ``eval_prompts.txt`` (one prompt per line) and ``eval_prompts.json`` (``prompt``, ``colour``, ``motion``): prompts
   about the held-out triples for the prompt-following check (:func:`opensora.synthetic.shapes.check`).
 
@@ -35,6 +39,11 @@ def build_parser() -> ErrorParser:
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--captions", choices=("broad", "basic"), default="broad",
+                   help="caption vocabulary (default broad: many synonyms and sentence structures)")
+    p.add_argument("--captions-per-clip", type=int, default=None, help="default: 4 (broad), 3 (basic)")
+    p.add_argument("--slow-fraction", type=float, default=None,
+                   help="share of slow clips (default: 0.25 with broad captions, 0 with basic)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an existing data set in OUT_DIR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -48,6 +57,10 @@ def _check_args(args, outputs: Outputs) -> None:
     if args.size < 16:
         raise UsageError(f"--size must be >= 16, got {args.size}")
     check_finite_number(args.fps, "--fps", 0.0, low_open=True)
+    if args.captions_per_clip is not None and not 1 <= args.captions_per_clip <= 8:
+        raise UsageError(f"--captions-per-clip must be in [1, 8], got {args.captions_per_clip}")
+    if args.slow_fraction is not None:
+        check_finite_number(args.slow_fraction, "--slow-fraction", 0.0, 1.0)
     if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
         raise UsageError(f"{args.out_dir} exists and is not a folder")
     for name in OUTPUT_FILES:
@@ -68,6 +81,7 @@ def _main(argv) -> int:
     from tqdm import tqdm
 
     from opensora.synthetic.shapes import captions, eval_prompts, random_spec, render_clip, train_triples
+    from opensora.synthetic.vocabulary import broad_captions
     from wfvae.models.checkpoint import write_json_atomic
     from wfvae.io.video import VideoWriter
     from wfvae.io.frames import to_tensor
@@ -76,11 +90,17 @@ def _main(argv) -> int:
     outputs.make_folder(os.path.join(args.out_dir, "videos"))
     rng = np.random.default_rng(args.seed)
     triples = train_triples()
+    broad = args.captions == "broad"
+    per_clip = args.captions_per_clip or (4 if broad else 3)
+    slow_fraction = args.slow_fraction if args.slow_fraction is not None else (0.25 if broad else 0.0)
     entries, written = [], []
     try:
         for i in tqdm(range(args.num_clips), desc="clips", disable=args.quiet):
-            spec = random_spec(rng, triples)
-            caps = captions(spec, rng, k=3)
+            spec = random_spec(rng, triples, slow_fraction)
+            if broad:
+                caps = broad_captions(spec.colour, spec.shape, spec.motion, spec.background, spec.slow, rng, per_clip)
+            else:
+                caps = captions(spec, rng, k=per_clip)
             name = f"videos/{i:06d}"
             with VideoWriter(os.path.join(args.out_dir, name + ".mp4"), fps=args.fps, crf=12, pix_fmt="yuv444p",
                              options={"threads": "1"}) as writer:
@@ -92,7 +112,8 @@ def _main(argv) -> int:
             entries.append({"path": name + ".mp4", "cap": caps,
                             "resolution": {"height": args.size, "width": args.size},
                             "num_frames": args.frames, "fps": args.fps, "colour": spec.colour, "shape": spec.shape,
-                            "motion": spec.motion, "background": spec.background})
+                            "motion": spec.motion, "background": spec.background,
+                            "slow": spec.slow})
     except BaseException:  # failed or interrupted: no half data set (the folders go too, when this run made them)
         for path in written:
             if os.path.exists(path):

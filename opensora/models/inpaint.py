@@ -11,7 +11,7 @@ zero-initialised bias-free linear projection; the three token streams are summed
 ``s = vae_scale_factor_t`` (4): the pixel mask (1 = generate, 0 = keep) compressed to the latent grid with the 4
 video frames behind each latent frame as channels (:func:`opensora.pipelines.masks.compress_mask`). The masked video is
 the
-condition video with the generated frames set to 0 (``video * (mask < 0.5)``), encoded by the VAE and scaled to the
+condition video with the generated frames black (-1 in [-1, 1]), encoded by the VAE and scaled to the
 diffusion space like the noisy latent. Parameter names follow the release, so its I2V checkpoints load as they are.
 
 Because the two projections start at zero, :meth:`OpenSoraInpaint.from_t2v` gives a model that predicts exactly
@@ -19,6 +19,7 @@ what the text-to-video model predicts from the noisy latent, whatever the condit
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -133,6 +134,32 @@ class OpenSoraInpaint(OpenSoraT2V):
                              f"unexpected {sorted(unexpected)}")
         model.pos_embed_masked_hidden_states[0].load_state_dict(t2v.pos_embed.state_dict())
         return model.eval()
+
+    @torch.no_grad()
+    def to_t2v(self) -> OpenSoraT2V:
+        """The text-to-video model that this model is when nothing is kept *and* the masked-video latent is zero
+        (trained so with ``DenoiserTraining(t2iv_condition="zero")``): both condition streams are then one
+        constant token, ``L1(b1) + L2(P2(ones))``, folded here into ``pos_embed``'s bias. The result predicts
+        exactly (to float rounding) what ``self`` predicts from ``[noisy | 0 | 1]``. Dtype and device follow
+        ``self``; eval mode."""
+        c = self.config
+        param = self.scale_shift_table
+        config = OpenSoraT2VConfig(**{f.name: getattr(c, f.name) for f in dataclasses.fields(OpenSoraT2VConfig)})
+        with torch.device(param.device):
+            t2v = OpenSoraT2V(config).to(param.dtype)
+        state = {k: v for k, v in self.state_dict().items()
+                 if not k.startswith(("pos_embed_masked_hidden_states.", "pos_embed_mask."))}
+        t2v.load_state_dict(state, strict=True)
+        # one patch of each condition input, (1, C, T=patch_t, p, p), through float32 copies of the two streams
+        patch = (c.patch_size_t, c.patch_size, c.patch_size)
+        zero = torch.zeros((1, c.in_channels) + patch, device=param.device)
+        ones = torch.ones((1, c.vae_scale_factor_t) + patch, device=param.device)
+        masked_stream = copy.deepcopy(self.pos_embed_masked_hidden_states).float()
+        mask_stream = copy.deepcopy(self.pos_embed_mask).float()
+        constant = (masked_stream[1](masked_stream[0](zero)) + mask_stream[1](mask_stream[0](ones)))[0, 0]   # (D,)
+        bias = t2v.pos_embed.proj.bias
+        bias.copy_((bias.float() + constant).to(bias.dtype))
+        return t2v.eval()
 
 
 def read_class_name(path: str) -> str:

@@ -1,7 +1,8 @@
 """Frame masks for the image condition controller (i2v, transition, continuation, ...).
 
 Semantics follow the Open-Sora Plan v1.3 release: a pixel mask (T, 1, H, W) holds **1 where frames are
-generated and 0 where they are kept** from the condition video; ``masked = video * (mask < 0.5)``. The mask is
+generated and 0 where they are kept** from the condition video; generated frames of the masked video are black
+(the release masks uint8 pixels, ``video * (mask < 0.5)``, before normalising to [-1, 1]). The mask is
 compressed to the latent grid with the 4 video frames behind each latent frame as 4 channels
 (:func:`compress_mask`).
 """

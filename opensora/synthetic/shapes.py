@@ -79,6 +79,7 @@ EVAL_TEMPLATES: Tuple[str, ...] = (
     "here a {colour} {noun} is {ing}",
 )
 
+SLOW_TRAVERSE_FRAMES = 129           # a slow clip's path would cross the frame in this many frames
 _MARGIN = 0.02                       # free border kept around the object (fraction of the frame side)
 _EXTENT = {"circle": 1.0, "square": 0.886, "triangle": 1.3}   # half-extent / radius (equal-ish areas)
 
@@ -121,15 +122,20 @@ class ClipSpec:
     r0: float
     r1: float
     rgb: Tuple[int, int, int]
+    slow: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def make_spec(colour: str, shape: str, motion: str, rng: np.random.Generator,
-              background: Optional[str] = None) -> ClipSpec:
+              background: Optional[str] = None, slow: bool = False) -> ClipSpec:
     """A random clip of the given triple: translations travel 35-50% of the frame with radius 0.10-0.16;
-    grow goes from radius ~0.07 to ~0.235 (shrink the reverse); the object stays inside the frame throughout."""
+    grow goes from radius ~0.07 to ~0.235 (shrink the reverse); the object stays inside the frame throughout.
+
+    ``slow``: the clip is a 17-frame piece of a path that crosses the whole frame (or grows over the whole radius
+    range) in :data:`SLOW_TRAVERSE_FRAMES` frames, so that a chained long video can keep its direction; 40% of
+    slow clips are the path's first piece (where a long video starts), the rest anywhere along it."""
     if colour not in COLOURS or shape not in SHAPES or motion not in MOTIONS:
         raise ValueError(f"unknown triple {(colour, shape, motion)}")
     if background is None:
@@ -137,19 +143,29 @@ def make_spec(colour: str, shape: str, motion: str, rng: np.random.Generator,
     elif background not in BACKGROUNDS:
         raise ValueError(f"unknown background {background!r}")
     seed = int(rng.integers(2 ** 31))
+    piece = (16 / (SLOW_TRAVERSE_FRAMES - 1)) if slow else 1.0       # fraction of the full path in one clip
+    where = (0.0 if rng.random() < 0.4 else rng.uniform(0, 1 - piece)) if slow else 0.0   # piece's start on the path
     if motion in ("grow", "shrink"):
-        r0, r1 = rng.uniform(0.065, 0.075), rng.uniform(0.22, 0.25)
-        e = _EXTENT[shape] * r1 + _MARGIN
+        small, big = rng.uniform(0.065, 0.075), rng.uniform(0.22, 0.25)
+        e = _EXTENT[shape] * big + _MARGIN
         x0, y0 = rng.uniform(e, 1 - e, size=2)
         x1, y1 = x0, y0
-        if motion == "shrink":
-            r0, r1 = r1, r0
+        if slow:   # a piece of the geometric radius path small -> big
+            small, big = small * (big / small) ** where, small * (big / small) ** (where + piece)
+        r0, r1 = (small, big) if motion == "grow" else (big, small)
     else:
         r0 = r1 = rng.uniform(0.10, 0.16)
         e = _EXTENT[shape] * r0 + _MARGIN
-        d = rng.uniform(0.35, 0.50)
-        a = rng.uniform(e, 1 - e - d)
-        start, end = (a, a + d) if motion in ("right", "down") else (a + d, a)
+        if slow:
+            span = 1 - 2 * e
+            d, a = span * piece, e + span * where
+        else:
+            d = rng.uniform(0.35, 0.50)
+            a = rng.uniform(e, 1 - e - d)
+        if motion in ("right", "down"):
+            start, end = a, a + d
+        else:   # a slow path starts at the far side; a normal clip's range is symmetric
+            start, end = (1 - a, 1 - a - d) if slow else (a + d, a)
         p = rng.uniform(e, 1 - e)
         if motion in ("left", "right"):
             x0, x1, y0, y1 = start, end, p, p
@@ -157,14 +173,17 @@ def make_spec(colour: str, shape: str, motion: str, rng: np.random.Generator,
             x0, x1, y0, y1 = p, p, start, end
     rgb = tuple(int(v) for v in np.clip(np.array(COLOURS[colour]) + rng.integers(-6, 7, size=3), 0, 255))
     return ClipSpec(colour, shape, motion, background, seed, float(x0), float(y0), float(x1), float(y1),
-                    float(r0), float(r1), rgb)
+                    float(r0), float(r1), rgb, bool(slow))
 
 
-def random_spec(rng: np.random.Generator, triples: Optional[Sequence[Tuple[str, str, str]]] = None) -> ClipSpec:
-    """A random clip of a triple drawn uniformly from ``triples`` (default: :func:`train_triples`)."""
+def random_spec(rng: np.random.Generator, triples: Optional[Sequence[Tuple[str, str, str]]] = None,
+                slow_fraction: float = 0.0) -> ClipSpec:
+    """A random clip of a triple drawn uniformly from ``triples`` (default: :func:`train_triples`); slow with
+    probability ``slow_fraction`` (see :func:`make_spec`)."""
     triples = train_triples() if triples is None else list(triples)
     colour, shape, motion = triples[int(rng.integers(len(triples)))]
-    return make_spec(colour, shape, motion, rng)
+    slow = bool(rng.random() < slow_fraction) if slow_fraction > 0 else False
+    return make_spec(colour, shape, motion, rng, slow=slow)
 
 
 # ----------------------------------------------------------------------------------------------- rendering
@@ -320,17 +339,36 @@ def _box3(x: np.ndarray) -> np.ndarray:
     return (rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]) / 9
 
 
+def _fill_ratio(obj: np.ndarray) -> float:
+    """Object area / bounding-box area of one ``(H, W)`` mask (about 1 for a square, pi/4 for a disc, 1/2 for a
+    triangle); the box spans the 2nd to 98th percentile of the mask's rows and columns (stray pixels ignored)."""
+    ys, xs = np.nonzero(obj)
+    y0, y1 = np.percentile(ys, [2, 98])
+    x0, x1 = np.percentile(xs, [2, 98])
+    inside = (ys >= y0) & (ys <= y1) & (xs >= x0) & (xs <= x1)
+    return float(inside.sum() / ((y1 - y0 + 1) * (x1 - x0 + 1)))
+
+
+SHAPE_FILL = (("triangle", 0.0), ("circle", 0.765), ("square", 0.93))
+"""Fill-ratio thresholds of the shape reading (rendered clips read about 0.68, 0.86 and 0.99): below 0.765 a
+triangle, below 0.93 a circle, else a square."""
+
+
 def analyse_clip(video: np.ndarray, min_saturation: float = 0.35, min_value: float = 0.25,
-                 min_area: float = 0.002) -> dict:
+                 min_area: float = 0.002, min_score: float = 0.2) -> dict:
     """Reads the object's colour and motion from a video (after a 3x3 spatial mean against pixel noise).
 
     Args:
         video: uint8 ``(T, H, W, 3)`` RGB, or float in [0, 1].
         min_saturation, min_value: HSV thresholds of object pixels (backgrounds have saturation <= 0.2).
         min_area: frames whose object mask covers less than this fraction of the frame are ignored.
+        min_score: the least motion, as a fraction of a typical clip's (0.42 of the frame, or a log-area change of
+            2.4), read as moving; lower it for slow clips (about 0.2 of the typical travel per 17 frames).
 
     Returns a dict: ``colour`` (a COLOURS name, or ``"none"`` when no saturated pixel), ``motion`` (a MOTIONS
-    name, ``"static"`` when nothing changes, ``"none"`` when fewer than two frames show the object), and
+    name, ``"static"`` when nothing changes, ``"none"`` when fewer than two frames show the object), ``shape``
+    (a SHAPES name from the median fill ratio of the object's bounding box, :data:`SHAPE_FILL`; ``"none"``
+    without a valid frame), and
     diagnostics: ``colour_share`` (fraction of object pixels voting for the colour), ``mask_fraction`` (mean
     object area / frame area), ``valid_frames``, ``dx``, ``dy`` (centroid change over the whole clip in frame
     widths / heights, fitted by least squares; y down) and ``dlog_area`` (fitted change of log area).
@@ -344,8 +382,8 @@ def analyse_clip(video: np.ndarray, min_saturation: float = 0.35, min_value: flo
     val = x.max(-1)
     sat = (val - x.min(-1)) / np.maximum(val, 1e-12)
     mask = (sat > min_saturation) & (val > min_value)
-    out = dict(colour="none", motion="none", colour_share=0.0, mask_fraction=0.0, valid_frames=0,
-               dx=0.0, dy=0.0, dlog_area=0.0)
+    out = dict(colour="none", motion="none", shape="none", colour_share=0.0, mask_fraction=0.0, valid_frames=0,
+               dx=0.0, dy=0.0, dlog_area=0.0, fill_ratio=0.0)
     if not mask.any():
         return out
     names = list(PALETTE_HUES)
@@ -361,6 +399,10 @@ def analyse_clip(video: np.ndarray, min_saturation: float = 0.35, min_value: flo
     out["mask_fraction"] = float(area.mean() / (H * W))
     valid = area >= max(min_area * H * W, 3)
     out["valid_frames"] = int(valid.sum())
+    if valid.any():
+        fill = float(np.median([_fill_ratio(obj[t]) for t in np.nonzero(valid)[0]]))
+        out["fill_ratio"] = fill
+        out["shape"] = [name for name, low in SHAPE_FILL if fill >= low][-1]
     if valid.sum() < 2:
         return out
     ys, xs = (np.arange(H) + 0.5) / H, (np.arange(W) + 0.5) / W
@@ -373,11 +415,13 @@ def analyse_clip(video: np.ndarray, min_saturation: float = 0.35, min_value: flo
     scores = {k: v / _TRAVEL for k, v in scores.items()}
     scores.update(grow=dla / _LOG_SCALE, shrink=-dla / _LOG_SCALE)
     motion = max(scores, key=scores.get)
-    out["motion"] = motion if scores[motion] > 0.2 else "static"
+    out["motion"] = motion if scores[motion] > min_score else "static"
     return out
 
 
-def check(video: np.ndarray, colour: str, motion: str) -> bool:
-    """Whether :func:`analyse_clip` reads ``colour`` and ``motion`` in ``video`` (uint8 ``(T, H, W, 3)``)."""
+def check(video: np.ndarray, colour: str, motion: str, shape: Optional[str] = None) -> bool:
+    """Whether :func:`analyse_clip` reads ``colour`` and ``motion`` (and ``shape``, when given) in ``video``
+    (uint8 ``(T, H, W, 3)``)."""
     result = analyse_clip(video)
-    return result["colour"] == colour and result["motion"] == motion
+    return (result["colour"] == colour and result["motion"] == motion
+            and (shape is None or result["shape"] == shape))

@@ -136,6 +136,10 @@ class DenoiserTraining(L.LightningModule):
             defaults to the rank) on the ``lora_targets`` modules (default: every attention projection) and freeze
             every base weight; ``export_dir`` and ``export --lora`` then write only the adapter
             (``pytorch_lora_weights.safetensors``, diffusers' ``load_lora_weights`` layout).
+        t2iv_condition: the image-condition model's input for samples that keep no frame (``t2iv``):
+            ``"encoded"`` (the release: the VAE latent of an all-black video) or ``"zero"`` (a zero latent). With
+            ``"zero"`` the model without a condition is exactly a text-to-video model
+            (:meth:`opensora.models.OpenSoraInpaint.to_t2v` folds the constant condition into a bias).
 
     ``vae`` and ``text_encoder`` may be ``package:NAME/SUBFOLDER`` (a folder inside an installed Python package,
     :func:`opensora.pipelines.defaults.resolve_location`).
@@ -153,9 +157,12 @@ class DenoiserTraining(L.LightningModule):
                  min_lr_ratio: float = 0.0, gradient_checkpointing: bool = False, seed: int = 0,
                  export_dir: Optional[str] = None, cached_caption_dropout: float = 0.0,
                  lora_rank: Optional[int] = None, lora_alpha: Optional[float] = None,
-                 lora_targets: Sequence[str] = LORA_TARGETS):
+                 lora_targets: Sequence[str] = LORA_TARGETS,
+                 t2iv_condition: Literal["encoded", "zero"] = "encoded"):
         super().__init__()
         self.save_hyperparameters()
+        if t2iv_condition not in ("encoded", "zero"):
+            raise ValueError(f"t2iv_condition must be 'encoded' or 'zero', got {t2iv_condition!r}")
         if objective not in ("v", "flow"):
             raise ValueError(f"objective must be 'v' or 'flow', got {objective!r}")
         bias_timesteps(torch.zeros(1), timestep_bias_strategy, timestep_bias_multiplier,
@@ -297,9 +304,14 @@ class DenoiserTraining(L.LightningModule):
         mask = batch.get("mask")
         if mask is None:
             mask = video.new_ones(video.shape[0], 1, *video.shape[2:])
-        masked = condition_noise(video * (mask < 0.5), mask)
+        # generated frames are black (-1), as in the release's training and sampling (masked on uint8 pixels)
+        masked = condition_noise(torch.where(mask < 0.5, video, torch.full_like(video, -1.0)), mask)
         stride_hw = video.shape[-1] // latents.shape[-1]
-        return torch.cat([self.encode_video(masked), compress_mask(mask.float(), s, stride_hw)], dim=1)
+        encoded = self.encode_video(masked)
+        if self.hparams.get("t2iv_condition", "encoded") == "zero":
+            nothing_kept = (mask >= 0.5).flatten(1).all(dim=1)            # (B,)
+            encoded = torch.where(nothing_kept.view(-1, 1, 1, 1, 1), torch.zeros_like(encoded), encoded)
+        return torch.cat([encoded, compress_mask(mask.float(), s, stride_hw)], dim=1)
 
     # ------------------------------------------------------------------ objective
     def timesteps(self, batch: int) -> torch.Tensor:
