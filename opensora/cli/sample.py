@@ -43,6 +43,7 @@ from wfvae.cli_support import (ErrorParser, UsageError, check_finite_number, che
 import opensora.pipelines.schedulers as sched
 from opensora.pipelines.presets import PRESET_NAMES
 from opensora.cli.condition_args import add_condition_arguments
+from opensora.cli.long_video import LONG_VIDEO_KEYS, add_long_video_arguments, long_settings
 from opensora.cli.sample_io import (LATENTS_FORMAT, check_outputs, check_video_memory, decode_and_write,
                                     latents_metadata, load_latents, outcome, output_paths, save_latents)
 
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vae-tile", type=int, default=None, help="decode in spatial tiles of this many pixels "
                    "(a multiple of 8)")
     add_condition_arguments(p)
+    add_long_video_arguments(p)
     return p
 
 
@@ -224,6 +226,8 @@ def apply_defaults(args, use_model: bool = True) -> None:
         args.steps, args.scheduler = chosen["num_inference_steps"], chosen["scheduler"]
         args.guidance_interval, args.scheduler_options = chosen["guidance_interval"], chosen["scheduler_options"]
     for key, value in defaults.items():
+        if key in LONG_VIDEO_KEYS:  # read by opensora.cli.long_video, relative to the model folder
+            continue
         name = _ARG_NAMES.get(key, key)
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -352,6 +356,8 @@ def cmd_sample(args) -> None:
     import torch
 
     from opensora.cli.conditions import check_condition_args, condition_arguments
+    from opensora.cli.long_video import run_long
+    from opensora.pipelines.defaults import domain_note
     from opensora.pipelines.conditions import OpenSoraControlPipeline, OpenSoraImageToVideoPipeline
     from opensora.models import StructureController, load_denoiser, sequence_parallel
     from opensora.models.inpaint import OpenSoraInpaintConfig
@@ -360,14 +366,21 @@ def cmd_sample(args) -> None:
     # everything that needs no weights is checked first: flags, files, configs, outputs
     apply_defaults(args)
     _check_numbers(args)
+    long = long_settings(args, _model_folder(args))  # None unless --frames is beyond the model's window
     prompts = read_prompts(args)
     if args.refine_prompt is not None:
         _folder(args.refine_prompt, "prompt refiner", "--refine-prompt")
     transformer_dir, vae_dir, text_dir = resolve_model_paths(args)
     model_cfg, vae_cfg = check_compatible(args, transformer_dir, vae_dir, text_dir)
-    check_video_memory(args.frames, args.height, args.width)
-    outputs, paths = check_outputs(args, prompts, args.num_samples, args.frames)
-    check_condition_args(args, model_cfg)
+    check_video_memory(long["window"] if long else args.frames, args.height, args.width)
+    outputs, paths = check_outputs(args, prompts, args.num_samples, args.frames, resumable_latents=long is not None)
+    if long is None:
+        check_condition_args(args, model_cfg)
+    elif args.image and not os.path.isfile(args.image[0]):
+        raise UsageError(f"condition file not found: {args.image[0]}")
+    note = domain_note(_model_folder(args), prompts)
+    if note:
+        print(note, file=sys.stderr)
     device, dtype, vae_dtype = _devices(args)
     device = sequence_parallel.launch_device(device)  # under torchrun: this process' GPU
 
@@ -376,7 +389,7 @@ def cmd_sample(args) -> None:
     vae = _load_vae(vae_dir, vae_dtype)
     tokenizer, encoder = _loading(f"cannot load text encoder {text_dir}", lambda: load_text_encoder(text_dir, dtype))
     # the flags (already filled from the model folder's settings, then the release's) are the pipeline's settings
-    sampling = {"num_frames": args.frames, "height": args.height, "width": args.width, "steps": args.steps,
+    sampling = {"num_frames": long["window"] if long else args.frames, "height": args.height, "width": args.width, "steps": args.steps,
                 "guidance": float(args.guidance), "fps": float(args.fps), "max_length": args.max_length,
                 "negative_prompt": args.negative_prompt, "raw_prompt": bool(args.raw_prompt),
                 "scheduler": args.scheduler}
@@ -389,7 +402,7 @@ def cmd_sample(args) -> None:
         pipe = OpenSoraControlPipeline(controller=controller, **parts)
     else:
         pipe = (OpenSoraImageToVideoPipeline if inpaint else OpenSoraPipeline)(**parts)
-    conditions = condition_arguments(args, inpaint, args.seed)
+    conditions = condition_arguments(args, inpaint, args.seed) if long is None else {}
     offload = args.cpu_offload and device.type != "cpu"
     if offload:
         pipe.enable_model_cpu_offload(device=device)
@@ -402,6 +415,11 @@ def cmd_sample(args) -> None:
     pipe.set_progress_bar_config(disable=args.quiet or not lead, leave=False, desc="denoise")
 
     texts = pipe.prompt_texts(prompts_used)
+    if long is not None:
+        if not os.path.splitext(args.output)[1]:
+            outputs.make_folder(args.output)
+        run_long(args, pipe, prompts, prompts_used, texts, paths, long, dtype, lead)
+        return
     seeds = [args.seed + i for i in range(len(prompts))]
     meta = _metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, (transformer_dir, text_dir))
     done, written = [], []

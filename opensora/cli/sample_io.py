@@ -89,15 +89,19 @@ def output_paths(output: str, prompts: List[str], num_samples: int, num_frames: 
     return paths
 
 
-def check_outputs(args, prompts: List[str], num_samples: int, num_frames: int) -> Tuple[Outputs, List[List[str]]]:
+def check_outputs(args, prompts: List[str], num_samples: int, num_frames: int,
+                  resumable_latents: bool = False) -> Tuple[Outputs, List[List[str]]]:
     """Checks every output before any heavy work: names, no clobbering without --overwrite, not an input, no two
-    outputs on one file, writable folders."""
+    outputs on one file, writable folders. ``resumable_latents``: an existing ``--save-latents`` file is the
+    windows of an interrupted long video, read back (:mod:`opensora.cli.long_video`), not clobbered."""
     inputs = list(args.image) + [args.video, args.control_video, args.prompt_file, args.from_latents]
     outputs = Outputs(overwrite=args.overwrite, inputs=inputs)
     paths = output_paths(args.output, prompts, num_samples, num_frames, outputs)
     extra = []
     if args.save_latents is not None:
-        outputs.check(args.save_latents, "--save-latents", (".safetensors",))
+        resume = resumable_latents and os.path.isfile(args.save_latents)
+        (Outputs(overwrite=True, inputs=inputs) if resume else outputs).check(args.save_latents, "--save-latents",
+                                                                              (".safetensors",))
         if not os.path.isdir(os.path.dirname(os.path.abspath(args.save_latents))):
             raise UsageError(f"--save-latents folder does not exist: {os.path.dirname(args.save_latents)}")
         extra.append(args.save_latents)

@@ -11,6 +11,11 @@ A model folder is a diffusers pipeline folder::
      "sampling": {"num_frames": 17, "height": 96, "width": 96, "steps": 50, "guidance": 6.0, "fps": 8,
                   "max_length": 32, "negative_prompt": "", "raw_prompt": true}}
 
+Long videos (:mod:`opensora.cli.long_video`): ``continuation_model`` (a folder relative to this one, or
+``package:NAME/SUBFOLDER``), ``overlap`` and ``window_noise``. ``domain``: ``{"note": "...", "requires": [[words],
+...]}``, what the model was trained on; a prompt without a word of every list gets the note
+(:func:`domain_note`).
+
 ``sampling`` may also name a default ``preset`` (:mod:`opensora.pipelines.presets`: ``quality``, ``balanced``,
 ``fast``); without one, the settings are used as they are (``quality``).
 
@@ -34,7 +39,7 @@ INDEX_FILE = "model_index.json"
 PARTS = ("transformer", "vae", "text_encoder")
 SAMPLING_KEYS = {"num_frames": int, "height": int, "width": int, "steps": int, "guidance": float, "fps": float,
                  "max_length": int, "negative_prompt": str, "raw_prompt": bool, "scheduler": str,
-                 "preset": str}
+                 "preset": str, "continuation_model": str, "overlap": int, "window_noise": float, "domain": dict}
 
 # The release's sampling settings (sample_t2v_v1_3.sh): used for whatever a model folder leaves out.
 RELEASE_SETTINGS: Dict[str, Any] = {"num_frames": 93, "height": 352, "width": 640, "steps": 100, "guidance": 7.5,
@@ -121,6 +126,11 @@ def check_sampling(sampling: Optional[Dict[str, Any]], where: str = "sampling") 
         if not ok or (kind is int and isinstance(value, bool)):
             raise ValueError(f"{where}: sampling {key} must be {kind.__name__}, got {value!r}")
         out[key] = kind(value)
+    if "domain" in out:
+        d = out["domain"]
+        if not (isinstance(d.get("note"), str) and isinstance(d.get("requires"), list)
+                and all(isinstance(ws, list) and all(isinstance(w, str) for w in ws) for ws in d["requires"])):
+            raise ValueError(f"{where}: sampling domain must be {{'note': str, 'requires': [[str, ...], ...]}}")
     if "preset" in out:
         from opensora.pipelines.presets import check_preset
 
@@ -143,3 +153,27 @@ def settings(sampling: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     from opensora.pipelines.schedulers import NEGATIVE_PROMPT
 
     return {**RELEASE_SETTINGS, "negative_prompt": NEGATIVE_PROMPT, **check_sampling(sampling)}
+
+
+def domain_note(folder: Optional[str], prompts) -> Optional[str]:
+    """The model folder's ``domain`` note (one line) when a prompt lacks a word of one of its ``requires``
+    lists (whole words, any case), else None; None for a folder without a ``domain``."""
+    import re
+
+    if folder is None or not os.path.isdir(folder):
+        return None
+    try:
+        domain = sampling_defaults(folder).get("domain")
+    except (ValueError, OSError):
+        return None
+    if not domain:
+        return None
+    outside = []
+    for prompt in prompts:
+        words = set(re.findall(r"[a-z]+", prompt.lower()))
+        if not all(words & {w.lower() for w in ws} for ws in domain["requires"]):
+            outside.append(prompt)
+    if not outside:
+        return None
+    which = f"{outside[0][:40]!r}" + (f" and {len(outside) - 1} more" if len(outside) > 1 else "")
+    return f"note: {domain['note']} ({which} may be outside it)"

@@ -18,7 +18,7 @@ it already made (``done=``) and give the same video. With a window of ``W`` late
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
@@ -37,10 +37,13 @@ class ContinuationChain:
             they are the last ``1 + 4 (overlap - 1)`` decoded frames of that window.
         noise_strength: std of the noise added to the kept frames before encoding (the release's condition noise).
         window_frames: frames per window (``4n + 1``); default: ``pipe``'s settings.
+        first_call: extra arguments of window 0's call, e.g. ``{"image": [clip]}`` to start from an image with
+            ``first=None`` (``pipe`` then keeps it as frame 0).
     """
 
     def __init__(self, pipe: OpenSoraPipeline, first: Optional[OpenSoraPipeline] = None, overlap: int = 2,
-                 noise_strength: float = 0.0, window_frames: Optional[int] = None):
+                 noise_strength: float = 0.0, window_frames: Optional[int] = None,
+                 first_call: Optional[Dict[str, Any]] = None):
         f = pipe.vae.temporal_compression
         window_frames = pipe.settings["num_frames"] if window_frames is None else window_frames
         if not isinstance(window_frames, int) or window_frames < f + 1 or (window_frames - 1) % f:
@@ -53,6 +56,7 @@ class ContinuationChain:
             raise ValueError(f"noise_strength must be a finite number >= 0, got {noise_strength!r}")
         self.pipe, self.first, self.overlap, self.noise_strength = pipe, first, overlap, float(noise_strength)
         self.window_frames, self.latent_window, self.f = window_frames, latent_window, f
+        self.first_call = dict(first_call or {})
 
     # ------------------------------------------------------------------ sizes
     def num_windows(self, num_frames: int) -> int:
@@ -98,7 +102,7 @@ class ContinuationChain:
         common = dict(num_frames=self.window_frames, generator=generator, output_type="latent", **kwargs)
         if i == 0:
             pipe = self.first if self.first is not None else self.pipe
-            return pipe(prompt, **common).frames.float().cpu()
+            return pipe(prompt, **common, **self.first_call).frames.float().cpu()
         condition = self._condition(previous)
         m, batch = condition.shape[2], condition.shape[0]
         prompts = [prompt] * batch if isinstance(prompt, str) or prompt is None else list(prompt)
