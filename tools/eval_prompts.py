@@ -1,6 +1,7 @@
-"""Prompt-following accuracy of a text-to-video model on held-out synthetic prompts (colour + motion).
+"""Prompt-following accuracy of a text-to-video model on held-out synthetic prompts (colour + motion; shape too).
 
     python tools/eval_prompts.py assets/models/opensora-t2v [--num 36] [--json report.json] [--save-videos DIR]
+    python tools/eval_prompts.py assets/models/opensora-t2v --words     # held-out WORDS (never in a caption)
     python tools/eval_prompts.py assets/models/opensora-t2v --sensitivity      # does it read each caption word?
 """
 import argparse
@@ -24,6 +25,9 @@ def _main(argv) -> int:
     p.add_argument("--tuning", action="store_true",
                    help="prompts of TRAINING triples instead (opensora.synthetic.shapes.tuning_prompts), for choosing "
                         "--steps/--guidance without touching the held-out prompts")
+    p.add_argument("--words", action="store_true",
+                   help="prompts written with held-out words only (opensora.synthetic.vocabulary."
+                        "heldout_word_prompts) about training triples, instead of held-out compositions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
@@ -40,6 +44,8 @@ def _main(argv) -> int:
     args = p.parse_args(argv)
     if args.num < 0 or args.batch_size < 1:
         raise UsageError("--num must be >= 0 and --batch-size >= 1")
+    if args.words and args.tuning:
+        raise UsageError("give --words or --tuning, not both")
     if args.num == 0 and not (args.sensitivity or args.ceiling):
         raise UsageError("--num 0 samples nothing: give --sensitivity or --ceiling, or --num >= 1")
     if not os.path.isdir(args.model):
@@ -61,7 +67,8 @@ def _main(argv) -> int:
     from wfvae.models.checkpoint import write_json_atomic
     from opensora.pipelines.text_to_video import OpenSoraPipeline
     from opensora.synthetic.prompt_check import caption_sensitivity, evaluate, format_report, vae_ceiling
-    from opensora.synthetic.shapes import eval_prompts, tuning_prompts
+    from opensora.synthetic.shapes import eval_prompts, spread_train_triples, tuning_prompts
+    from opensora.synthetic.vocabulary import heldout_word_prompts
 
     start = time.time()
     try:
@@ -75,7 +82,12 @@ def _main(argv) -> int:
         extra["guidance_scale"] = args.guidance
     report: dict = {"rows": []}
     if args.num:
-        prompts = tuning_prompts(args.num) if args.tuning else eval_prompts(args.num)
+        if args.words:
+            prompts = heldout_word_prompts(spread_train_triples(args.num), args.num, seed=0)
+        elif args.tuning:
+            prompts = tuning_prompts(args.num, with_shape=True)
+        else:
+            prompts = eval_prompts(args.num, with_shape=True)
         report = evaluate(pipe, prompts, seed=args.seed, batch_size=args.batch_size,
                           keep_videos=args.save_videos is not None, **extra)
         print(format_report(report))
@@ -84,7 +96,8 @@ def _main(argv) -> int:
         report["vae_ceiling"] = vae_ceiling(pipe.vae, d.get("num_frames", 17), d.get("height", 96))
         c = report["vae_ceiling"]
         print(f"VAE ceiling (reconstructed renders): colour {c['colour_accuracy']:.1%}  motion "
-              f"{c['motion_accuracy']:.1%}  both {c['accuracy']:.1%}  ({c['num_clips']} clips)")
+              f"{c['motion_accuracy']:.1%}  both {c['accuracy']:.1%}  shape {c['shape_accuracy']:.1%}  "
+              f"({c['num_clips']} clips)")
     if args.sensitivity:
         report["caption_sensitivity"] = caption_sensitivity(pipe)
         print("caption sensitivity (RMS change of the prediction when one attribute of the caption changes)")

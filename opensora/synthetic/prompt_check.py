@@ -33,49 +33,59 @@ OPPOSITE_MOTION = {"left": "right", "right": "left", "up": "down", "down": "up",
 
 
 @torch.no_grad()
-def evaluate(pipe, prompts: Sequence[Tuple[str, str, str]], seed: int = 0, batch_size: int = 8,
+def evaluate(pipe, prompts: Sequence[Tuple[str, ...]], seed: int = 0, batch_size: int = 8,
              progress: bool = True, keep_videos: bool = False, **sample_kwargs) -> Dict[str, Any]:
-    """Sample one video per ``(prompt, colour, motion)`` and judge it.
+    """Sample one video per ``(prompt, colour, motion)`` (or ``(prompt, colour, motion, shape)``) and judge it.
 
     Sampling arguments default to ``pipe.defaults`` (the model folder's ``model_index.json``), then
     ``sample_kwargs``. Batch ``k`` of ``batch_size`` prompts uses seed ``seed + k``.
 
-    Returns ``{"rows": [...], "colour_accuracy", "motion_accuracy", "accuracy", "num_prompts", "settings"}``; with
-    ``keep_videos`` each row also has its ``video`` (uint8 (T, H, W, 3)).
+    Returns ``{"rows": [...], "colour_accuracy", "motion_accuracy", "accuracy", "shape_accuracy", "num_prompts",
+    "settings"}`` (``accuracy``: colour and motion both right; ``shape_accuracy`` over the prompts that name a
+    shape, None when none does); with ``keep_videos`` each row also has its ``video`` (uint8 (T, H, W, 3)).
     """
     kwargs = {**getattr(pipe, "defaults", {}), **sample_kwargs}
     rows: List[Dict[str, Any]] = []
     batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
     for k, batch in enumerate(tqdm(batches, desc="prompts", unit="batch", disable=not progress)):
-        videos = pipe([p for p, _, _ in batch], generator=torch.Generator().manual_seed(seed + k), output_type="pt",
-                      **kwargs).frames  # (B, T, 3, H, W) in [0, 1]
-        for (prompt, colour, motion), video in zip(batch, videos):
+        videos = pipe([item[0] for item in batch], generator=torch.Generator().manual_seed(seed + k),
+                      output_type="pt", **kwargs).frames  # (B, T, 3, H, W) in [0, 1]
+        for item, video in zip(batch, videos):
+            prompt, colour, motion = item[:3]
             frames = to_uint8(video.permute(1, 0, 2, 3) * 2 - 1)
             got = analyse_clip(frames)
             row = {"prompt": prompt, "colour": colour, "motion": motion, "got_colour": got["colour"],
-                   "got_motion": got["motion"]}
+                   "got_motion": got["motion"], "got_shape": got["shape"]}
             row["colour_ok"] = row["got_colour"] == colour
             row["motion_ok"] = row["got_motion"] == motion
             row["ok"] = row["colour_ok"] and row["motion_ok"]
+            if len(item) > 3:
+                row["shape"] = item[3]
+                row["shape_ok"] = got["shape"] == item[3]
             if keep_videos:
                 row["video"] = frames
             rows.append(row)
     n = max(len(rows), 1)
     settings = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str))}
+    shaped = [r for r in rows if "shape_ok" in r]
     return {"rows": rows, "num_prompts": len(rows), "settings": {**settings, "seed": seed, "batch_size": batch_size},
             "colour_accuracy": sum(r["colour_ok"] for r in rows) / n,
             "motion_accuracy": sum(r["motion_ok"] for r in rows) / n,
-            "accuracy": sum(r["ok"] for r in rows) / n}
+            "accuracy": sum(r["ok"] for r in rows) / n,
+            "shape_accuracy": sum(r["shape_ok"] for r in shaped) / len(shaped) if shaped else None}
 
 
 def format_report(report: Dict[str, Any], limit: Optional[int] = None) -> str:
     """A plain-text table of the rows (``limit`` first ones) and the three accuracies."""
-    lines = [f"{'ok':3} {'colour':>8} {'got':>8}  {'motion':>7} {'got':>7}  prompt"]
+    lines = [f"{'ok':3} {'colour':>8} {'got':>8}  {'motion':>7} {'got':>7}  {'shape':>8} {'got':>8}  prompt"]
     for row in report["rows"][:limit]:
         lines.append(f"{'yes' if row['ok'] else 'no':3} {row['colour']:>8} {row['got_colour']:>8}  "
-                     f"{row['motion']:>7} {row['got_motion']:>7}  {row['prompt']}")
+                     f"{row['motion']:>7} {row['got_motion']:>7}  {row.get('shape', '-'):>8} "
+                     f"{row.get('got_shape', '-'):>8}  {row['prompt']}")
+    shape = report.get("shape_accuracy")
     lines.append(f"colour {report['colour_accuracy']:.1%}  motion {report['motion_accuracy']:.1%}  "
-                 f"both {report['accuracy']:.1%}  ({report['num_prompts']} prompts)")
+                 f"both {report['accuracy']:.1%}" + (f"  shape {shape:.1%}" if shape is not None else "") +
+                 f"  ({report['num_prompts']} prompts)")
     return "\n".join(lines)
 
 
@@ -84,7 +94,7 @@ def vae_ceiling(vae, num_frames: int = 17, size: int = 96, per_triple: int = 2, 
     """Checker accuracy on ``vae`` reconstructions (posterior mean) of ``per_triple`` rendered clips of every
     held-out triple: ``{"colour_accuracy", "motion_accuracy", "accuracy", "num_clips"}``."""
     rng = np.random.default_rng(seed)
-    colour_ok = motion_ok = both = count = 0
+    colour_ok = motion_ok = both = shape_ok = count = 0
     for colour, shape, motion in heldout_triples():
         for _ in range(per_triple):
             clip = to_tensor(render_clip(make_spec(colour, shape, motion, rng), num_frames, size))[None]
@@ -93,9 +103,10 @@ def vae_ceiling(vae, num_frames: int = 17, size: int = 96, per_triple: int = 2, 
             colour_ok += got["colour"] == colour
             motion_ok += got["motion"] == motion
             both += got["colour"] == colour and got["motion"] == motion
+            shape_ok += got["shape"] == shape
             count += 1
     return {"colour_accuracy": colour_ok / count, "motion_accuracy": motion_ok / count, "accuracy": both / count,
-            "num_clips": count}
+            "shape_accuracy": shape_ok / count, "num_clips": count}
 
 
 @torch.no_grad()

@@ -285,11 +285,12 @@ def _fill(template: str, colour: str, shape: str, motion: str, background: str, 
 
 
 def eval_prompts(n: int = 36, seed: int = 0, triples: Optional[Sequence[Tuple[str, str, str]]] = None,
-                 templates: Sequence[str] = EVAL_TEMPLATES) -> List[Tuple[str, str, str]]:
+                 templates: Sequence[str] = EVAL_TEMPLATES, with_shape: bool = False) -> List[Tuple[str, ...]]:
     """``n`` deterministic ``(prompt, colour, motion)`` for the held-out triples (or ``triples``) from
     ``templates`` (:data:`EVAL_TEMPLATES`): prompt ``i`` is about triple ``i % len(triples)``; each pass over the
     triples shifts the template, so with ``n = 36`` every held-out triple is asked twice with different templates.
-    ``tuning_prompts`` gives prompts of training triples for choosing sampling settings without the test set."""
+    ``tuning_prompts`` gives prompts of training triples for choosing sampling settings without the test set.
+    ``with_shape``: ``(prompt, colour, motion, shape)``."""
     rng = np.random.default_rng(seed)
     triples = heldout_triples() if triples is None else list(triples)
     prompts = []
@@ -297,16 +298,21 @@ def eval_prompts(n: int = 36, seed: int = 0, triples: Optional[Sequence[Tuple[st
         colour, shape, motion = triples[i % len(triples)]
         template = templates[(i + i // len(triples)) % len(templates)]
         background = str(rng.choice(list(BACKGROUNDS)))
-        prompts.append((_fill(template, colour, shape, motion, background, rng), colour, motion))
+        item = (_fill(template, colour, shape, motion, background, rng), colour, motion)
+        prompts.append(item + (shape,) if with_shape else item)
     return prompts
 
 
-def tuning_prompts(n: int = 36, seed: int = 1) -> List[Tuple[str, str, str]]:
+def spread_train_triples(n: int) -> List[Tuple[str, str, str]]:
+    """``min(n, 90)`` training triples spread over all of them (every 37th, cyclically)."""
+    triples = train_triples()
+    return [triples[(i * 37) % len(triples)] for i in range(min(n, len(triples)))]
+
+
+def tuning_prompts(n: int = 36, seed: int = 1, with_shape: bool = False) -> List[Tuple[str, ...]]:
     """Prompts of ``n`` training triples (spread over all 90) in the evaluation templates: for tuning guidance or
     steps, so that the held-out :func:`eval_prompts` stay unseen by every choice."""
-    triples = train_triples()
-    picked = [triples[(i * 37) % len(triples)] for i in range(min(n, len(triples)))]
-    return eval_prompts(n, seed, picked)
+    return eval_prompts(n, seed, spread_train_triples(n), with_shape=with_shape)
 
 
 # ----------------------------------------------------------------------------------------------- checker

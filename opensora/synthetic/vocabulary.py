@@ -213,3 +213,17 @@ def heldout_word_prompts(triples: Sequence[Tuple[str, str, str]], n: int = 36,
 def speed_of(rng: np.random.Generator, slow_fraction: float) -> bool:
     """Whether a new clip is slow (probability ``slow_fraction``)."""
     return bool(rng.random() < slow_fraction)
+
+
+def slow_prompts(triples: Sequence[Tuple[str, str, str]], n: int = 6, seed: int = 0,
+                 split: str = "train") -> List[Tuple[str, str, str, str]]:
+    """``n`` ``(prompt, colour, motion, shape)`` asking for slow motion (for long videos), in the evaluation
+    structures with ``split`` words, for ``triples`` (prompt ``i`` is about triple ``i % len(triples)``)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        colour, shape, motion = triples[i % len(triples)]
+        structure = EVAL_STRUCTURES[i % len(EVAL_STRUCTURES)]
+        out.append((_fill(structure, colour, shape, motion, "gray", "slow", rng, split, affix=False),
+                    colour, motion, shape))
+    return out

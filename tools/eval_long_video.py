@@ -1,0 +1,117 @@
+"""Long videos of the synthetic domain, chained window by window: does every window keep the object's colour and
+direction, and are the jumps at window boundaries no larger than the motion inside a window?
+
+    python tools/eval_long_video.py assets/models/opensora-t2v --frames 129 --num 6
+    python tools/eval_long_video.py assets/models/opensora-t2v --tuning --overlap 1 --window-noise 0.05
+
+Prompts ask for slow motion (a long video has to keep its object in the frame) about held-out triples
+(``--tuning``: training triples, for choosing ``--overlap`` and ``--window-noise``). Each video is sampled by
+:class:`opensora.pipelines.long_video.ContinuationChain` (window 0 from MODEL, the rest from the continuation
+model, default: MODEL's ``continuation_model``) and judged by :func:`opensora.synthetic.long_check.analyse_long`.
+"""
+import argparse
+import os
+import sys
+import time
+
+from wfvae.cli_support import ErrorParser, Outputs, UsageError, check_finite_number, run_cli
+
+
+def main(argv=None) -> int:
+    return run_cli(lambda: _main(argv))
+
+
+def _main(argv) -> int:
+    p = ErrorParser(prog="eval_long_video", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="text-to-video model folder")
+    p.add_argument("--continuation-model", default=None, help="default: the model folder's continuation_model")
+    p.add_argument("--frames", type=int, default=129)
+    p.add_argument("--num", type=int, default=6, help="prompts (videos)")
+    p.add_argument("--tuning", action="store_true", help="prompts of training triples")
+    p.add_argument("--overlap", type=int, default=None, help="default: the model folder's, else 2")
+    p.add_argument("--window-noise", type=float, default=None, help="default: the model folder's, else 0")
+    p.add_argument("--steps", type=int, default=None, help="sampling steps per window (default: the model's)")
+    p.add_argument("--preset", default=None, help="quality, balanced or fast (default: the model's settings)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the report here")
+    p.add_argument("--save-videos", default=None, metavar="DIR", help="write every video as NNN-ok|no.mp4")
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    if args.num < 1 or args.frames < 1 or (args.frames - 1) % 4:
+        raise UsageError("--num must be >= 1 and --frames 4n + 1")
+    check_finite_number(args.window_noise, "--window-noise", 0, 10)
+    if not os.path.isdir(args.model):
+        raise UsageError(f"model folder not found: {args.model}")
+    outputs = Outputs(overwrite=args.overwrite, inputs=[args.model])
+    if args.json:
+        outputs.check(args.json, "--json report", suffixes=(".json",))
+    if args.save_videos:
+        outputs.check_folder(args.save_videos, "--save-videos")
+
+    import numpy as np
+    import torch
+
+    from opensora.models import load_denoiser
+    from opensora.pipelines import OpenSoraImageToVideoPipeline, OpenSoraPipeline
+    from opensora.pipelines.defaults import sampling_defaults
+    from opensora.pipelines.long_video import ContinuationChain
+    from opensora.synthetic.long_check import analyse_long, summarise
+    from opensora.synthetic.shapes import heldout_triples, spread_train_triples
+    from opensora.synthetic.vocabulary import slow_prompts
+    from wfvae.io.frames import to_uint8
+    from wfvae.models.checkpoint import write_json_atomic
+
+    sampling = sampling_defaults(args.model)
+    folder = args.continuation_model or (os.path.normpath(os.path.join(args.model, sampling["continuation_model"]))
+                                         if "continuation_model" in sampling else None)
+    if folder is None or not os.path.isdir(folder):
+        raise UsageError(f"continuation model folder not found: {folder} (give --continuation-model)")
+    overlap = args.overlap if args.overlap is not None else int(sampling.get("overlap", 2))
+    noise = args.window_noise if args.window_noise is not None else float(sampling.get("window_noise", 0.0))
+    first = OpenSoraPipeline.from_pretrained(args.model)
+    transformer = os.path.join(folder, "transformer")
+    cont = OpenSoraImageToVideoPipeline(first.tokenizer, first.text_encoder,
+                                        load_denoiser(transformer if os.path.isdir(transformer) else folder),
+                                        first.vae, first.scheduler, sampling=dict(first.config.get("sampling") or {}))
+    for pipe in (first, cont):
+        pipe.set_progress_bar_config(disable=True)
+    chain = ContinuationChain(cont, first, overlap=overlap, noise_strength=noise)
+    call = {"preset": args.preset} if args.preset else {}
+    if args.steps is not None:
+        call["num_inference_steps"] = args.steps
+    triples = spread_train_triples(args.num) if args.tuning else heldout_triples()
+    prompts = slow_prompts(triples, args.num, seed=args.seed)
+    start = time.time()
+    reports = []
+    print(f"{'ok':3} {'seam':4} {'windows':>8} {'boundary':>8} {'inside':>8}  prompt")
+    for i, (prompt, colour, motion, _shape) in enumerate(prompts):
+        video = torch.cat(list(chain.frames(prompt, args.frames, seed=args.seed + i, **call)), dim=2)[0]
+        frames = to_uint8(video)                                                  # (T, H, W, 3)
+        r = analyse_long(frames, chain.window_frames, overlap, colour, motion)
+        r.update(prompt=prompt, colour=colour, motion=motion)
+        reports.append(r)
+        print(f"{'yes' if r['ok'] else 'no':3} {'yes' if r['seamless'] else 'no':4} {r['windows_ok']:>8.0%} "
+              f"{r['max_boundary_step']:>8.3f} {r['max_inside_step']:>8.3f}  {prompt}  "
+              f"[{' '.join(w['colour'][:3] + '/' + w['motion'] for w in r['windows'])}]", flush=True)
+        if args.save_videos:
+            from wfvae.io.video import VideoWriter
+
+            outputs.make_folder(args.save_videos)
+            with VideoWriter(os.path.join(args.save_videos, f"{i:03d}-{'ok' if r['ok'] else 'no'}.mp4"),
+                             fps=sampling.get("fps", 8.0)) as writer:
+                writer.write(video)
+    s = summarise(reports)
+    print(f"windows right {s['windows_ok']:.1%} ({s['windows']})  seamless {s['seamless']:.1%}  videos right "
+          f"{s['videos_ok']:.1%} ({s['videos']})  mean centroid step: boundary {s['mean_boundary_step']:.4f}, "
+          f"inside {s['mean_inside_step']:.4f}")
+    print(f"{args.frames} frames, overlap {overlap}, window noise {noise:g}, {time.time() - start:.0f} s, "
+          f"{time.strftime('%Y-%m-%d')}, cpu")
+    if args.json:
+        outputs.make_parent(args.json)
+        write_json_atomic({"summary": s, "videos": reports, "overlap": overlap, "window_noise": noise,
+                           "frames": args.frames}, args.json, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
