@@ -225,3 +225,34 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         module.diffusion_loss(latent_batch()).backward()
         grads.append(module.model.proj_out.weight.grad.clone())
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("t2iv_condition", ["encoded", "zero"])
+def test_condition_latents_black_frames_and_the_t2iv_option(t2iv_condition):
+    """Generated frames of the masked video are black (-1) before encoding, as the release masks uint8 pixels;
+    with t2iv_condition="zero" a sample that keeps nothing gets a zero latent, the others are unchanged."""
+    config = {**CONFIG, "in_channels": 8, "out_channels": 8}
+    module = DenoiserTraining(model_config=config, inpaint=True, vae=os.path.join(DATA, "wfvae_tiny"),
+                              ema_decay=None, t2iv_condition=t2iv_condition)
+    g = torch.Generator().manual_seed(0)
+    video = torch.rand(2, 3, 5, 16, 16, generator=g) * 2 - 1
+    mask = torch.ones(2, 1, 5, 16, 16)
+    mask[0, :, :1] = 0                                  # sample 0 keeps frame 0 (i2v), sample 1 keeps nothing
+    latents = module.encode_video(video)
+    seen = []
+    real = module.encode_video
+    module.encode_video = lambda x: (seen.append(x.clone()), real(x))[1]
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        cond = module.conditions_of({"video": video, "mask": mask}, latents)
+    masked = seen[0]
+    assert (masked[0, :, 1:] == -1).all() and (masked[1] == -1).all()
+    assert (masked[0, :, :1] - video[0, :, :1]).abs().max() < 0.5   # kept frame: the video (plus condition noise)
+    c = latents.shape[1]
+    if t2iv_condition == "zero":
+        assert not cond[1, :c].any()
+    else:  # the (sampled) latent of the all-black video
+        assert cond[1, :c].abs().sum() > 0
+    assert cond[0, :c].abs().sum() > 0 and (cond[1, c:] == 1).all()
+    with pytest.raises(ValueError, match="t2iv_condition"):
+        DenoiserTraining(model_config=config, inpaint=True, t2iv_condition="none")

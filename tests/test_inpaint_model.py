@@ -109,3 +109,30 @@ def test_gradients_reach_condition_projections(io):
     out.square().mean().backward()
     assert inpaint.pos_embed_masked_hidden_states[1].weight.grad.abs().sum() > 0
     assert inpaint.pos_embed_mask[1].weight.grad.abs().sum() > 0
+
+
+def test_to_t2v_is_the_model_without_a_condition(io):
+    """Trained (opened) condition streams: with a zero masked latent and an all-ones mask the controller is exactly
+    the folded text-to-video model; with any other condition it is not."""
+    inpaint = OpenSoraInpaint.from_t2v(T2V)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in inpaint.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    t2v = inpaint.to_t2v()
+    assert type(t2v) is OpenSoraT2V and not t2v.training
+    noisy = torch.randn(2, 8, 3, 8, 8, generator=g)
+    t, text, text_mask = io["video.timestep"], io["video.encoder_hidden_states"], io["video.encoder_attention_mask"]
+    nothing = torch.cat([noisy, torch.zeros_like(noisy), torch.ones(2, 4, 3, 8, 8)], dim=1)
+    kept = nothing.clone()
+    kept[:, 8:16, :1] = torch.randn(2, 8, 1, 8, 8, generator=g)
+    kept[:, 16:, :1] = 0
+    with torch.no_grad():
+        expected = inpaint(nothing, t, text, text_mask).sample
+        got = t2v(noisy, t, text, text_mask).sample
+        other = inpaint(kept, t, text, text_mask).sample
+    assert (got - expected).abs().max().item() < 1e-5
+    assert (other - expected).abs().max().item() > 1e-2
+    # the folded model saves and loads as a plain text-to-video model
+    half = inpaint.to(torch.bfloat16).to_t2v()
+    assert half.pos_embed.proj.bias.dtype == torch.bfloat16

@@ -175,9 +175,10 @@ def test_make_t2v_dataset(tmp_path):
     from wfvae.io.video import VideoReader
 
     out = tmp_path / "t2v"
-    assert main([str(out), "--num-clips", "4", "--frames", "9", "--size", "32", "--fps", "8", "--quiet"]) == 0
+    assert main([str(out), "--num-clips", "4", "--frames", "9", "--size", "32", "--fps", "8", "--quiet",
+                 "--captions", "basic"]) == 0
     entries = load_entries(str(out / "train.json"))
-    assert len(entries) == 4
+    assert len(entries) == 4 and not any(e["slow"] for e in entries)
     held = set(heldout_triples())
     for entry in entries:
         assert os.path.isfile(entry["path"]) and os.path.isfile(entry["path"][:-4] + ".txt")
@@ -192,7 +193,26 @@ def test_make_t2v_dataset(tmp_path):
     assert lines == [p for p, _, _ in eval_prompts()] and [d["prompt"] for d in labelled] == lines
 
 
-@pytest.mark.parametrize("args", [[], ["--num-clips", "0"], ["--size", "4"], ["--fps", "0"], ["--frames", "x"]])
+def test_make_t2v_dataset_broad_captions_and_slow_clips(tmp_path):
+    from make_t2v_dataset import main
+
+    from opensora.data.datasets import load_entries
+    from opensora.synthetic.vocabulary import all_heldout_words
+
+    out = tmp_path / "t2v"
+    assert main([str(out), "--num-clips", "12", "--frames", "5", "--size", "16", "--quiet",
+                 "--slow-fraction", "0.5", "--seed", "3"]) == 0
+    entries = load_entries(str(out / "train.json"))
+    assert all(len(set(e["cap"])) == 4 for e in entries) and 0 < sum(e["slow"] for e in entries) < 12
+    slow_words = ("slowly", "gently", "leisurely", "slow pace")
+    for e in entries:
+        for cap in e["cap"]:
+            assert any(w in cap for w in slow_words) == e["slow"], cap
+            assert not any(f" {w} " in f" {cap} " for w in all_heldout_words()), cap
+
+
+@pytest.mark.parametrize("args", [[], ["--num-clips", "0"], ["--size", "4"], ["--fps", "0"], ["--frames", "x"],
+                                  ["--slow-fraction", "1.5"], ["--captions-per-clip", "0"], ["--captions", "x"]])
 def test_make_t2v_dataset_bad_args(tmp_path, capsys, args):
     from make_t2v_dataset import main
 
