@@ -177,6 +177,33 @@ def test_resume_restores_step_optimizer_and_ema_then_export(tmp_path):
     torch.save({"not": "a checkpoint"}, str(tmp_path / "junk.ckpt"))
     assert main(["export", str(tmp_path / "junk.ckpt"), str(tmp_path / "new" / "e3")]) == 2
     assert not (tmp_path / "new").exists() and not (tmp_path / "e2").exists()  # failed runs leave no folder
+    assert main(["export", ckpt, str(tmp_path / "t2v"), "--to-t2v"]) == 2  # a text-to-video run: nothing to fold
+
+
+def test_export_to_t2v_folds_an_image_condition_run(tmp_path):
+    from opensora.models import OpenSoraInpaint
+
+    config = {**CONFIG, "in_channels": 8, "out_channels": 8}
+    module = DenoiserTraining(model_config=config, inpaint=True, ema_decay=None, t2iv_condition="zero")
+    with torch.no_grad():
+        for p in module.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt = tmp_path / "run.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, str(ckpt))
+    assert main(["export", str(ckpt), str(tmp_path / "t2v"), "--to-t2v"]) == 0
+    assert main(["export", str(ckpt), str(tmp_path / "cont")]) == 0
+    t2v, cont = OpenSoraT2V.from_pretrained(str(tmp_path / "t2v")), OpenSoraInpaint.from_pretrained(str(tmp_path / "cont"))
+    assert type(t2v) is OpenSoraT2V
+    g = torch.Generator().manual_seed(0)
+    x, text = torch.randn(1, 8, 3, 8, 8, generator=g), torch.randn(1, 3, 8, generator=g)
+    t = torch.tensor([500.0])
+    with torch.no_grad():
+        a = t2v(x, t, text).sample
+        b = cont(torch.cat([x, torch.zeros_like(x), torch.ones(1, 4, 3, 8, 8)], dim=1), t, text).sample
+    assert (a - b).abs().max() < 1e-5
+    hp = dict(module.hparams, t2iv_condition="encoded")
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": hp}, str(ckpt))
+    assert main(["export", str(ckpt), str(tmp_path / "t2v2"), "--to-t2v"]) == 2
 
 
 def test_image_condition_model_trains_on_videos_through_the_vae():

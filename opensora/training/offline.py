@@ -63,10 +63,12 @@ def write_latent_cache(module: DenoiserTraining, loader: Iterable[Dict[str, Any]
 
 
 def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str = "10GB",
-           lora: bool = False) -> OpenSoraT2V:
+           lora: bool = False, to_t2v: bool = False) -> OpenSoraT2V:
     """Write the EMA (or the trained) denoiser of a :class:`DenoiserTraining` checkpoint to ``folder`` in the
     release layout (``config.json`` + safetensors, sharded above ``max_shard_size``); with ``lora`` (a run with
-    ``lora_rank``) only its adapter, as ``pytorch_lora_weights.safetensors``."""
+    ``lora_rank``) only its adapter, as ``pytorch_lora_weights.safetensors``. ``to_t2v``: an image-condition model
+    trained with ``t2iv_condition: zero`` is written as the text-to-video model it is without a condition
+    (:meth:`opensora.models.OpenSoraInpaint.to_t2v`)."""
     data = torch.load(checkpoint, map_location="cpu", weights_only=True)
     if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
         raise ValueError(f"{checkpoint} is not a denoiser training checkpoint (no state_dict / hyper_parameters)")
@@ -78,6 +80,9 @@ def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str =
     rank = hp.get("lora_rank")
     if lora and rank is None:
         raise ValueError(f"{checkpoint} was not trained with lora_rank: export it without --lora")
+    if to_t2v and (lora or not isinstance(config, OpenSoraInpaintConfig) or hp.get("t2iv_condition") != "zero"):
+        raise ValueError(f"{checkpoint}: --to-t2v needs an image-condition run with t2iv_condition: zero "
+                         f"(and no LoRA)")
     if rank is not None and not lora:
         raise ValueError(f"{checkpoint} trained a LoRA adapter (lora_rank {rank}): export it with --lora")
     with torch.device("meta"):
@@ -87,8 +92,10 @@ def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str =
     model.load_state_dict(state, strict=True, assign=True)
     if lora:
         save_lora_weights(model, folder)
-    else:
-        model.save_pretrained(folder, max_shard_size)
+        return model
+    if to_t2v:
+        model = model.to_t2v()
+    model.save_pretrained(folder, max_shard_size)
     return model
 
 
@@ -134,6 +141,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ex.add_argument("folder")
     ex.add_argument("--no-ema", action="store_true")
     ex.add_argument("--max-shard-size", default="10GB")
+    ex.add_argument("--to-t2v", action="store_true",
+                    help="write an image-condition run (t2iv_condition: zero) as its text-to-video model")
     ex.add_argument("--lora", action="store_true",
                     help="write only the LoRA adapter (pytorch_lora_weights.safetensors) of a lora_rank run")
     for p in (ca, ex):
@@ -157,8 +166,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             count = cache_from_config(args.config, args.folder, args.batch_size, args.all_captions)
             print(f"{args.folder}: {count} cached samples")
         else:
-            export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size,
-                   lora=args.lora)
+            try:
+                export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size,
+                       lora=args.lora, to_t2v=args.to_t2v)
+            except ValueError as exc:
+                raise UsageError(str(exc).splitlines()[0]) from None
             print(f"{args.folder}: exported the denoiser")
 
     return run_cli(run)
