@@ -175,7 +175,7 @@ BAD = {
     "tile_not_8": (["--vae-tile", "12"], "--vae-tile must be a multiple of 8"),
     "frames_not_4n1": (["--frames", "6"], "--frames must be 4n + 1"),
     "width_negative": (["--width", "-32"], "positive multiples of 8"),
-    "frames_huge": (["--frames", "100000001"], "lower --frames, --height or --width"),
+    "frames_huge": (["--frames", "100000001"], "give --continuation-model DIR"),  # beyond the window: chained
     "size_huge": (["--height", "800000", "--width", "800000"], "lower --frames, --height or --width"),
     "device_empty": (["--device", ""], "--device is empty"),
     "device_unknown": (["--device", "tpu"], "--device must be cpu, cuda or cuda:i"),

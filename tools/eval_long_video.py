@@ -48,7 +48,6 @@ def _main(argv) -> int:
     if args.save_videos:
         outputs.check_folder(args.save_videos, "--save-videos")
 
-    import numpy as np
     import torch
 
     from opensora.models import load_denoiser

@@ -22,9 +22,12 @@ import contextlib
 import json
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from wfvae.cli_support import UsageError, check_finite_number, check_finite_tensor, commit, first_line, temp_path
+
+if TYPE_CHECKING:
+    import torch
 
 WINDOWS_FORMAT = "opensora-sample-windows/1"
 LONG_VIDEO_KEYS = ("continuation_model", "overlap", "window_noise", "domain")  # sampling keys that are not flags
@@ -170,9 +173,9 @@ def run_long(args, pipe, prompts: List[str], used: List[str], texts: List[str], 
     from opensora.pipelines.long_video import ContinuationChain
     from wfvae.io.video import VideoWriter
 
-    from opensora.cli.sample import _loading
+    from opensora.cli.sample_io import loading
 
-    transformer = _loading(f"cannot load continuation model {long['transformer']}",
+    transformer = loading(f"cannot load continuation model {long['transformer']}",
                            lambda: load_denoiser(long["transformer"], dtype=dtype))
     if not is_inpaint(transformer):
         raise UsageError(f"--continuation-model {long['folder']} is a text-to-video model: an image-condition model "

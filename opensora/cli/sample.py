@@ -31,7 +31,6 @@ so a failed or interrupted run leaves no partial file and no folder it created.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -44,8 +43,9 @@ import opensora.pipelines.schedulers as sched
 from opensora.pipelines.presets import PRESET_NAMES
 from opensora.cli.condition_args import add_condition_arguments
 from opensora.cli.long_video import LONG_VIDEO_KEYS, add_long_video_arguments, long_settings
-from opensora.cli.sample_io import (LATENTS_FORMAT, check_outputs, check_video_memory, decode_and_write,
-                                    latents_metadata, load_latents, outcome, output_paths, save_latents)
+from opensora.cli.sample_io import (LATENTS_FORMAT, check_outputs, check_video_memory, config_json, decode_and_write,
+                                    latents_metadata, load_latents, loading, outcome, output_paths, read_vae_config,
+                                    run_metadata, save_latents)
 
 __all__ = ["main", "build_parser", "output_paths", "load_latents", "save_latents", "UsageError", "LATENTS_FORMAT"]
 
@@ -258,35 +258,6 @@ def resolve_model_paths(args) -> Tuple[str, str, str]:
             _folder(text, "text encoder", "--text-encoder"))
 
 
-def _loading(what: str, load):
-    """``load()``, with any failure but running out of memory as one :class:`UsageError` naming ``what``."""
-    try:
-        return load()
-    except (UsageError, MemoryError):
-        raise
-    except Exception as exc:  # loaders raise many types for damaged files; OOM keeps its own message
-        if type(exc).__name__ == "OutOfMemoryError":
-            raise
-        raise UsageError(f"{what}: {first_line(exc)}") from None
-
-
-def _read_vae_config(path: str):
-    from wfvae import WFVAEConfig
-
-    config_path = os.path.join(path, "config.json")
-    if not os.path.isfile(config_path):
-        raise UsageError(f"no config.json in VAE folder {path} (--vae)")
-
-    def read():
-        with open(config_path, encoding="utf-8") as fh:
-            values = json.load(fh)
-        if not isinstance(values, dict):
-            raise ValueError(f"it holds a JSON {type(values).__name__}, not an object")
-        return WFVAEConfig.from_dict(values)
-
-    return _loading(f"bad VAE config {config_path}", read)
-
-
 def check_compatible(args, transformer_dir: str, vae_dir: str, text_dir: str):
     """Reads the three configs (no weights) and checks they fit together and fit the requested sizes."""
     from opensora.models.inpaint import read_denoiser_config
@@ -294,9 +265,9 @@ def check_compatible(args, transformer_dir: str, vae_dir: str, text_dir: str):
 
     if not os.path.isfile(os.path.join(transformer_dir, "config.json")):
         raise UsageError(f"no config.json in model folder {transformer_dir} (--model)")
-    model_cfg = _loading(f"bad model config in {transformer_dir}", lambda: read_denoiser_config(transformer_dir))
-    vae_cfg = _read_vae_config(vae_dir)
-    text_width = _loading(f"bad text encoder config in {text_dir}", lambda: config_hidden_size(read_config(text_dir)))
+    model_cfg = loading(f"bad model config in {transformer_dir}", lambda: read_denoiser_config(transformer_dir))
+    vae_cfg = read_vae_config(vae_dir)
+    text_width = loading(f"bad text encoder config in {text_dir}", lambda: config_hidden_size(read_config(text_dir)))
     if model_cfg.in_channels != vae_cfg.latent_dim:
         raise UsageError(f"the denoiser takes {model_cfg.in_channels} latent channels but the VAE {vae_dir} has "
                          f"latent_dim {vae_cfg.latent_dim}")
@@ -320,36 +291,19 @@ def check_compatible(args, transformer_dir: str, vae_dir: str, text_dir: str):
 def _load_vae(path: str, dtype, device="cpu"):
     from wfvae import WFVAE
 
-    return _loading(f"cannot load VAE {path}", lambda: WFVAE.from_pretrained(path, torch_dtype=dtype).to(device))
+    return loading(f"cannot load VAE {path}", lambda: WFVAE.from_pretrained(path, torch_dtype=dtype).to(device))
 
 
 def _refine(args, prompts: List[str], device, dtype) -> List[str]:
     from opensora.text.refiner import PromptRefiner
 
-    refiner = _loading(f"cannot load prompt refiner {args.refine_prompt}", lambda: PromptRefiner.from_pretrained(
+    refiner = loading(f"cannot load prompt refiner {args.refine_prompt}", lambda: PromptRefiner.from_pretrained(
         args.refine_prompt, dtype=dtype, device=device, max_new_tokens=args.refine_max_new_tokens))
     refined = refiner.refine(prompts)
     for old, new in zip(prompts, refined):
         print(f"refined: {old!r} -> {new!r}", file=sys.stderr)
     del refiner
     return refined
-
-
-def _config_json(config) -> dict:
-    """A VAE config as plain JSON values (for comparing with a recorded one)."""
-    return json.loads(json.dumps(config.to_dict(), sort_keys=True))
-
-
-def _metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, model_dirs) -> dict:
-    return {
-        "format": LATENTS_FORMAT, "prompts": json.dumps(prompts), "text_prompts": json.dumps(texts),
-        "negative_prompt": args.negative_prompt, "seeds": json.dumps(seeds), "num_samples": args.num_samples,
-        "num_frames": args.frames, "height": args.height, "width": args.width, "fps": repr(float(args.fps)),
-        "steps": args.steps, "guidance": repr(args.guidance), "guidance_rescale": repr(args.guidance_rescale),
-        "scheduler": args.scheduler, "preset": str(args.preset), "model": model_dirs[0],
-        "text_encoder": model_dirs[1], "vae": vae_dir,
-        "vae_config": json.dumps(_config_json(vae_cfg), sort_keys=True),
-    }
 
 
 def cmd_sample(args) -> None:
@@ -385,9 +339,9 @@ def cmd_sample(args) -> None:
     device = sequence_parallel.launch_device(device)  # under torchrun: this process' GPU
 
     prompts_used = _refine(args, prompts, device, dtype) if args.refine_prompt else list(prompts)
-    transformer = _loading(f"cannot load model {transformer_dir}", lambda: load_denoiser(transformer_dir, dtype=dtype))
+    transformer = loading(f"cannot load model {transformer_dir}", lambda: load_denoiser(transformer_dir, dtype=dtype))
     vae = _load_vae(vae_dir, vae_dtype)
-    tokenizer, encoder = _loading(f"cannot load text encoder {text_dir}", lambda: load_text_encoder(text_dir, dtype))
+    tokenizer, encoder = loading(f"cannot load text encoder {text_dir}", lambda: load_text_encoder(text_dir, dtype))
     # the flags (already filled from the model folder's settings, then the release's) are the pipeline's settings
     sampling = {"num_frames": long["window"] if long else args.frames, "height": args.height, "width": args.width, "steps": args.steps,
                 "guidance": float(args.guidance), "fps": float(args.fps), "max_length": args.max_length,
@@ -397,7 +351,7 @@ def cmd_sample(args) -> None:
                  scheduler=sched.make_scheduler(args.scheduler, **args.scheduler_options), sampling=sampling)
     inpaint = isinstance(model_cfg, OpenSoraInpaintConfig)
     if args.controller is not None:
-        controller = _loading(f"cannot load controller {args.controller}",
+        controller = loading(f"cannot load controller {args.controller}",
                               lambda: StructureController.from_pretrained(args.controller, dtype=dtype))
         pipe = OpenSoraControlPipeline(controller=controller, **parts)
     else:
@@ -421,7 +375,7 @@ def cmd_sample(args) -> None:
         run_long(args, pipe, prompts, prompts_used, texts, paths, long, dtype, lead)
         return
     seeds = [args.seed + i for i in range(len(prompts))]
-    meta = _metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, (transformer_dir, text_dir))
+    meta = run_metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, (transformer_dir, text_dir))
     done, written = [], []
     for i, prompt in enumerate(prompts_used):
         latents = pipe(prompt, num_videos_per_prompt=args.num_samples, guidance_rescale=args.guidance_rescale,
@@ -464,9 +418,9 @@ def cmd_decode(args) -> None:
     if not vae_dir:
         raise UsageError("--vae is required (the latents file names no VAE)")
     _folder(vae_dir, "VAE", "--vae, or the VAE recorded in the latents file")
-    vae_cfg = _read_vae_config(vae_dir)
+    vae_cfg = read_vae_config(vae_dir)
     info = latents_metadata(args.from_latents, latents, meta, vae_cfg.latent_dim, vae_cfg.temporal_compression)
-    saved_cfg, vae_json = info["vae_config"], _config_json(vae_cfg)
+    saved_cfg, vae_json = info["vae_config"], config_json(vae_cfg)
     if vae_json != saved_cfg:
         diff = sorted(k for k in set(saved_cfg) | set(vae_json) if saved_cfg.get(k) != vae_json.get(k))
         raise UsageError(f"{args.from_latents} was sampled with a different VAE than {vae_dir} (config differs "

@@ -269,3 +269,49 @@ def latents_metadata(path: str, latents: "torch.Tensor", meta: dict, latent_dim:
     check_finite_tensor(latents, f"latents file {path}")
     return {"prompts": prompts[:num_prompts], "num_samples": num_samples, "num_frames": num_frames, "fps": fps,
             "vae_config": vae_config}
+
+# ---------------------------------------------------------------------------------------------- loading
+def loading(what: str, load):
+    """``load()``, with any failure but running out of memory as one :class:`UsageError` naming ``what``."""
+    try:
+        return load()
+    except (UsageError, MemoryError):
+        raise
+    except Exception as exc:  # loaders raise many types for damaged files; OOM keeps its own message
+        if type(exc).__name__ == "OutOfMemoryError":
+            raise
+        raise UsageError(f"{what}: {first_line(exc)}") from None
+
+
+def read_vae_config(path: str):
+    from wfvae import WFVAEConfig
+
+    config_path = os.path.join(path, "config.json")
+    if not os.path.isfile(config_path):
+        raise UsageError(f"no config.json in VAE folder {path} (--vae)")
+
+    def read():
+        with open(config_path, encoding="utf-8") as fh:
+            values = json.load(fh)
+        if not isinstance(values, dict):
+            raise ValueError(f"it holds a JSON {type(values).__name__}, not an object")
+        return WFVAEConfig.from_dict(values)
+
+    return loading(f"bad VAE config {config_path}", read)
+
+
+def config_json(config) -> dict:
+    """A VAE config as plain JSON values (for comparing with a recorded one)."""
+    return json.loads(json.dumps(config.to_dict(), sort_keys=True))
+
+
+def run_metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, model_dirs) -> dict:
+    return {
+        "format": LATENTS_FORMAT, "prompts": json.dumps(prompts), "text_prompts": json.dumps(texts),
+        "negative_prompt": args.negative_prompt, "seeds": json.dumps(seeds), "num_samples": args.num_samples,
+        "num_frames": args.frames, "height": args.height, "width": args.width, "fps": repr(float(args.fps)),
+        "steps": args.steps, "guidance": repr(args.guidance), "guidance_rescale": repr(args.guidance_rescale),
+        "scheduler": args.scheduler, "preset": str(args.preset), "model": model_dirs[0],
+        "text_encoder": model_dirs[1], "vae": vae_dir,
+        "vae_config": json.dumps(config_json(vae_cfg), sort_keys=True),
+    }
