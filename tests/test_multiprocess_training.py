@@ -1,6 +1,6 @@
-"""Real 2-process (gloo, CPU) training runs of both trainers, launched as users launch them: ``python tools/train.py
-fit --config ... --trainer.devices 2 --trainer.strategy ddp`` (Lightning starts the second process) for the first
-run, ``torchrun --nproc_per_node 2 tools/train.py ...`` for its resume. One combined run per trainer checks:
+"""Real 2-process (gloo, CPU) training runs of both trainers, launched as users launch them: the first runs with
+``--trainer.devices 2 --trainer.strategy ddp`` (Lightning starts the second process), their resumes under
+``torchrun --nproc_per_node 2``. One combined run per trainer checks:
 
 * each rank's batch is one shape / one bucket, the ranks' batches of a step are disjoint, and an epoch uses every
   sample once across the ranks; (denoiser) the ranks' diffusion times lie in their own strata of the global batch;
@@ -10,7 +10,10 @@ run, ``torchrun --nproc_per_node 2 tools/train.py ...`` for its resume. One comb
   ranks is the normal rank's own, bit for bit, and nothing becomes NaN;
 * a run resumed under DDP from a mid-epoch checkpoint continues exactly (same batches, same weights).
 
-Per-rank records come from the test callback :class:`mp_probe.Probe`.
+Process start-up (torch, Lightning, diffusers imports) costs more than these runs, so both trainers share each
+launch: tests/mp_train.py runs ``tools/train.py``'s ``main`` once per run in the same processes, the two first runs
+in one launch and the two resumes in a second one (module-scoped fixture :func:`runs`). Per-rank records come from
+the test callback :class:`mp_probe.Probe`.
 """
 import json
 import os
@@ -21,7 +24,7 @@ import yaml
 
 from mp_probe import ROOT, launch, read, state_digests
 
-TRAIN = os.path.join(ROOT, "tools", "train.py")
+DRIVER = os.path.join(ROOT, "tests", "mp_train.py")  # runs tools/train.py's main once per run
 CLIP = os.path.join(ROOT, "assets", "bigbuckbunny.mp4")
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 STEPS, CKPT_STEP = 4, 2
@@ -96,19 +99,27 @@ def check_resume(first, resumed):
             assert (a["indices"], a["weights"], a["applied"]) == (b["indices"], b["weights"], b["applied"]), step
 
 
-def test_vae_training_on_two_processes(tmp_path):
-    edit = {"data.data": [CLIP], "data.val_data": None, "data.samples_per_epoch": 8}
-    first = write_config("wfvae/tiny.yaml", tmp_path, "first", **edit)
-    launch([TRAIN, "fit", "--config", first, *DDP], cwd=tmp_path)
-    records = [read(tmp_path / "probe", "first", r) for r in (0, 1)]
+def vae_configs(folder):
+    """The VAE's first run and its resume (from the step-2 checkpoint): configs and ``tools/train.py`` arguments.
+    The demo's model at a quarter of its width (what is checked does not depend on the width; the full one spends
+    seconds per step and writes 150 MB checkpoints)."""
+    with open(os.path.join(ROOT, "configs", "wfvae", "tiny.yaml")) as fh:
+        vae = yaml.safe_load(fh)["model"]["init_args"]["vae"]
+    vae.update(base_channels=8, encoder_energy_flow_hidden_size=8, decoder_energy_flow_hidden_size=8)
+    edit = {"data.data": [CLIP], "data.val_data": None, "data.samples_per_epoch": 8, "model.vae": vae}
+    first = write_config("wfvae/tiny.yaml", folder, "first", **edit)
+    resumed = write_config("wfvae/tiny.yaml", folder, "resumed", checkpoints=False, **edit)
+    return (["fit", "--config", first, *DDP],
+            ["fit", "--config", resumed, *DDP, "--ckpt_path", folder / "ckpt" / f"step={CKPT_STEP}.ckpt"])
+
+
+def test_vae_training_on_two_processes(runs):
+    folder = runs["vae"]
+    records = [read(folder / "probe", "first", r) for r in (0, 1)]
     check_ranks(records, batch_size=1, steps_per_epoch=4, samples=8)
     assert len({r[s]["weights"]["vae"] for r in records for s in r}) == STEPS  # the weights did change each step
-    check_checkpoints(tmp_path, records)
-
-    resumed = write_config("wfvae/tiny.yaml", tmp_path, "resumed", checkpoints=False, **edit)
-    launch([TRAIN, "fit", "--config", resumed, *DDP, "--ckpt_path", tmp_path / "ckpt" / f"step={CKPT_STEP}.ckpt"],
-           cwd=tmp_path, torchrun=2)
-    check_resume(records, [read(tmp_path / "probe", "resumed", r) for r in (0, 1)])
+    check_checkpoints(folder, records)
+    check_resume(records, [read(folder / "probe", "resumed", r) for r in (0, 1)])
 
 
 def tiny_annotations(folder):
@@ -147,18 +158,46 @@ def test_data_modules_shard_by_the_trainers_rank(tmp_path, module):
     assert len(shares[0]) == len(shares[1]) == 4 and sorted(shares[0] + shares[1]) == list(range(8))
 
 
-def test_denoiser_training_on_two_processes(tmp_path):
-    data = tiny_annotations(tmp_path)
+def denoiser_configs(folder):
+    """The denoiser's first run (rank 1's gradient NaN at step 2, per-rank clipping) and its resume."""
+    data = tiny_annotations(folder)
     edit = {"data.data": str(data), "data.val_data": None, "data.batch_size": 2, "data.caption_dropout": 0.0,
             "model.vae": os.path.join(ROOT, "tests", "data", "wfvae_tiny"), "model.export_dir": None}
-    first = write_config("opensora/tiny.yaml", tmp_path, "first", poison_step=2, **edit)
+    first = write_config("opensora/tiny.yaml", folder, "first", poison_step=2, **edit)
     cfg = yaml.safe_load(first.read_text())
     for cb in cfg["trainer"]["callbacks"]:
         if cb["class_path"].endswith("AdaptiveGradClip"):
             cb["init_args"]["per_rank"] = True  # the report's DDP rule (the callback registers the local hook)
     first.write_text(yaml.safe_dump(cfg))
-    launch([TRAIN, "fit", "--config", first, *DDP], cwd=tmp_path)
-    records = [read(tmp_path / "probe", "first", r) for r in (0, 1)]
+
+    cfg["trainer"]["callbacks"][-1]["init_args"].update(tag="resumed", poison_step=None)
+    cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"] if "ModelCheckpoint" not in c["class_path"]]
+    cfg["trainer"]["enable_checkpointing"] = False
+    resumed = folder / "resumed.yaml"
+    resumed.write_text(yaml.safe_dump(cfg))
+    return (["fit", "--config", first, *DDP],
+            ["fit", "--config", resumed, *DDP, "--ckpt_path", folder / "ckpt" / f"step={CKPT_STEP}.ckpt"])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Both trainers' first runs in one launch (Lightning starts the second process), then both resumes in one
+    ``torchrun`` launch; returns each trainer's run folder (``{"vae": ..., "denoiser": ...}``)."""
+    root = tmp_path_factory.mktemp("mp_train")
+    folders = {"vae": root / "vae", "denoiser": root / "denoiser"}
+    for folder in folders.values():
+        folder.mkdir()
+    vae, denoiser = vae_configs(folders["vae"]), denoiser_configs(folders["denoiser"])
+    for name, argvs in (("first", [vae[0], denoiser[0]]), ("resumed", [vae[1], denoiser[1]])):
+        (root / f"{name}.json").write_text(json.dumps([[str(a) for a in argv] for argv in argvs]))
+    launch([DRIVER, root / "first.json"], cwd=root)
+    launch([DRIVER, root / "resumed.json"], cwd=root, torchrun=2)
+    return folders
+
+
+def test_denoiser_training_on_two_processes(runs):
+    folder = runs["denoiser"]
+    records = [read(folder / "probe", "first", r) for r in (0, 1)]
     check_ranks(records, batch_size=2, steps_per_epoch=3, samples=8)
     assert len({r[s]["weights"]["model"] for r in records for s in r}) == STEPS
     assert len({r[s]["weights"]["ema"] for r in records for s in r}) == STEPS
@@ -177,13 +216,5 @@ def test_denoiser_training_on_two_processes(tmp_path):
         assert records[0][step]["local"]["digest"] != records[1][step]["local"]["digest"]
         assert records[0][step]["applied"]["digest"] == records[1][step]["applied"]["digest"]
     assert records[0][STEPS]["clip"]["count"] == STEPS and records[0][STEPS]["clip"]["skipped"] == 0
-    check_checkpoints(tmp_path, records)
-
-    cfg["trainer"]["callbacks"][-1]["init_args"].update(tag="resumed", poison_step=None)
-    cfg["trainer"]["callbacks"] = [c for c in cfg["trainer"]["callbacks"] if "ModelCheckpoint" not in c["class_path"]]
-    cfg["trainer"]["enable_checkpointing"] = False
-    resumed = tmp_path / "resumed.yaml"
-    resumed.write_text(yaml.safe_dump(cfg))
-    launch([TRAIN, "fit", "--config", resumed, *DDP, "--ckpt_path", tmp_path / "ckpt" / f"step={CKPT_STEP}.ckpt"],
-           cwd=tmp_path, torchrun=2)
-    check_resume(records, [read(tmp_path / "probe", "resumed", r) for r in (0, 1)])
+    check_checkpoints(folder, records)
+    check_resume(records, [read(folder / "probe", "resumed", r) for r in (0, 1)])
