@@ -1,24 +1,11 @@
-"""Run under ``torchrun --nproc_per_node 2`` by tests/test_multiprocess_sampling.py (``mp_sequence_parallel.py OUT
-[COMMANDS.json]``): every rank computes the single-process result itself (no hooks), then the sequence-parallel
-one, and writes the max |difference| per case to ``OUT/rank<r>.json``.
+"""Sequence parallelism on the processes of a launch equals one process (run by tests/mp_driver.py for
+tests/test_multiprocess.py): every rank computes the single-process result itself (no hooks), then the
+sequence-parallel one, and records the max |difference| per case.
 
 Cases: the tiny denoiser with dense blocks only and with a Skiparse block, on 27 tokens (3 x 3 x 3, not divisible
-by 2) with latent and text masks and controller residuals.
-
-``COMMANDS.json`` (optional) lists command-line programs to run next in the same processes, each
-``{"name": ..., "module": ..., "argv": [...]}``: the module runs as ``python -m MODULE ARGV`` runs it (``runpy``,
-as ``__main__``, under the process group set up here), so that one launch pays the process start once for several
-checks. Each rank records every command's exit status and standard error under ``"commands"`` in its JSON file.
+by 2) with latent and text masks and controller residuals. (The whole sampling is tested through the CLI.)
 """
-import contextlib
-import io
-import json
-import os
-import runpy
-import sys
-
 import torch
-import torch.distributed as dist
 
 from opensora.models.sequence_parallel import enable_sequence_parallel
 from test_pipeline import make_transformer  # tests/ is on the path
@@ -39,10 +26,10 @@ def model_cases():
         yield name, model, args
 
 
-def main(out: str, commands_file=None) -> None:
-    dist.init_process_group("gloo")
-    rank = dist.get_rank()
-    torch.set_num_threads(1)
+def results() -> dict:
+    """``{case: {"diff", "scale", "removed", "tokens"}}`` on this rank (the default process group is set up):
+    max |parallel - single-process|, max |single-process|, whether ``remove()`` restored the single-process
+    outputs, and the tokens each self-attention received."""
     result = {}
     with torch.no_grad():
         for name, model, args in model_cases():
@@ -58,32 +45,4 @@ def main(out: str, commands_file=None) -> None:
             again = model(**args).sample
             result[name] = {"diff": float((parallel - reference).abs().max()), "scale": float(reference.abs().max()),
                             "removed": bool(torch.equal(again, reference)), "tokens": seen}
-
-    commands = {}
-    if commands_file is not None:
-        with open(commands_file) as fh:
-            for command in json.load(fh):
-                commands[command["name"]] = run_command(command["module"], command["argv"])
-    with open(os.path.join(out, f"rank{rank}.json"), "w") as fh:
-        json.dump({"models": result, "commands": commands}, fh)
-    dist.destroy_process_group()
-
-
-def run_command(module: str, argv) -> dict:
-    """``python -m MODULE ARGV`` in this process: ``{"code": exit status, "stderr": what it wrote there}``."""
-    saved = sys.argv
-    sys.argv = [module, *argv]
-    err = io.StringIO()
-    code = 0
-    try:
-        with contextlib.redirect_stderr(err):
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = saved
-    return {"code": code, "stderr": err.getvalue()}
-
-
-if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)
+    return result

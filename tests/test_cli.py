@@ -176,4 +176,4 @@ def test_processes_split_the_inputs(tmp_path, capsys, monkeypatch):
     assert os.listdir(tmp_path / "lat") == ["b.safetensors"]  # rank 1 of 2 takes inputs 1, 3, ...
 
 
-# test_torchrun_encodes_a_list_across_two_processes: in tests/test_multiprocess_sampling.py (one torchrun launch)
+# test_torchrun_encodes_a_list_across_two_processes: in tests/test_multiprocess.py (shares its torchrun launch)

@@ -1,6 +1,7 @@
-"""Real 2-process (gloo, CPU) training runs of both trainers, launched as users launch them: the first runs with
-``--trainer.devices 2 --trainer.strategy ddp`` (Lightning starts the second process), their resumes under
-``torchrun --nproc_per_node 2``. One combined run per trainer checks:
+"""Every real 2-process run of the test suite (gloo, CPU), launched as users launch them; 2 launches in all.
+
+Training, both trainers: the first runs with ``--trainer.devices 2 --trainer.strategy ddp`` (Lightning starts the
+second process), their resumes under ``torchrun --nproc_per_node 2``. One combined run per trainer checks:
 
 * each rank's batch is one shape / one bucket, the ranks' batches of a step are disjoint, and an epoch uses every
   sample once across the ranks; (denoiser) the ranks' diffusion times lie in their own strata of the global batch;
@@ -10,13 +11,19 @@
   ranks is the normal rank's own, bit for bit, and nothing becomes NaN;
 * a run resumed under DDP from a mid-epoch checkpoint continues exactly (same batches, same weights).
 
-Process start-up (torch, Lightning, diffusers imports) costs more than these runs, so both trainers share each
-launch: tests/mp_train.py runs ``tools/train.py``'s ``main`` once per run in the same processes, the two first runs
-in one launch and the two resumes in a second one (module-scoped fixture :func:`runs`). Per-rank records come from
-the test callback :class:`mp_probe.Probe`.
+Sampling and the codec under ``torchrun --nproc_per_node 2``: sequence parallelism equals one process for the tiny
+denoiser with dense and Skiparse blocks on a token count that 2 does not divide (with latent and text masks and
+controller residuals) and for a whole sampling through ``python -m opensora.cli``; ``python -m wfvae.cli encode``
+splits a list of inputs over the processes.
+
+Process start-up (torch, Lightning, diffusers imports) costs more than these checks, so they share two launches
+(module-scoped fixture :func:`launched`): tests/mp_driver.py runs several jobs in the same processes, first both
+trainers' first runs (Lightning's launcher), then under ``torchrun`` the sampling and codec checks and both resumes.
+Per-rank training records come from the test callback :class:`mp_probe.Probe`.
 """
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -24,8 +31,14 @@ import yaml
 
 from mp_probe import ROOT, launch, read, state_digests
 
-DRIVER = os.path.join(ROOT, "tests", "mp_train.py")  # runs tools/train.py's main once per run
+DRIVER = os.path.join(ROOT, "tests", "mp_driver.py")  # several jobs per launch
 CLIP = os.path.join(ROOT, "assets", "bigbuckbunny.mp4")
+VAE = os.path.join(ROOT, "tests", "data", "wfvae_tiny")
+# the tiny model has 2 heads; 5 frames at 48x48 are 2 x 3 x 3 = 18 tokens, Skiparse in the middle block
+SAMPLE = ["--prompt", "a cat", "--frames", "5", "--height", "48", "--width", "48", "--steps", "2", "--max-length", "12",
+          "--quiet", "--device", "cpu", "--fps", "8", "--seed", "3"]
+ENCODE = ["--model", VAE, "--frames", "5", "--size", "32x32", "--quiet"]
+INPUTS = ("a.mp4", "b.mp4", "c.mp4")
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 STEPS, CKPT_STEP = 4, 2
 
@@ -103,6 +116,7 @@ def vae_configs(folder):
     """The VAE's first run and its resume (from the step-2 checkpoint): configs and ``tools/train.py`` arguments.
     The demo's model at a quarter of its width (what is checked does not depend on the width; the full one spends
     seconds per step and writes 150 MB checkpoints)."""
+    folder.mkdir()
     with open(os.path.join(ROOT, "configs", "wfvae", "tiny.yaml")) as fh:
         vae = yaml.safe_load(fh)["model"]["init_args"]["vae"]
     vae.update(base_channels=8, encoder_energy_flow_hidden_size=8, decoder_energy_flow_hidden_size=8)
@@ -113,8 +127,10 @@ def vae_configs(folder):
             ["fit", "--config", resumed, *DDP, "--ckpt_path", folder / "ckpt" / f"step={CKPT_STEP}.ckpt"])
 
 
-def test_vae_training_on_two_processes(runs):
-    folder = runs["vae"]
+def test_vae_training_on_two_processes(launched):
+    for job in ("vae_first", "vae_resumed"):
+        launched.job(job)  # both exited 0 on both ranks
+    folder = launched.root / "vae"
     records = [read(folder / "probe", "first", r) for r in (0, 1)]
     check_ranks(records, batch_size=1, steps_per_epoch=4, samples=8)
     assert len({r[s]["weights"]["vae"] for r in records for s in r}) == STEPS  # the weights did change each step
@@ -160,6 +176,7 @@ def test_data_modules_shard_by_the_trainers_rank(tmp_path, module):
 
 def denoiser_configs(folder):
     """The denoiser's first run (rank 1's gradient NaN at step 2, per-rank clipping) and its resume."""
+    folder.mkdir()
     data = tiny_annotations(folder)
     edit = {"data.data": str(data), "data.val_data": None, "data.batch_size": 2, "data.caption_dropout": 0.0,
             "model.vae": os.path.join(ROOT, "tests", "data", "wfvae_tiny"), "model.export_dir": None}
@@ -179,24 +196,65 @@ def denoiser_configs(folder):
             ["fit", "--config", resumed, *DDP, "--ckpt_path", folder / "ckpt" / f"step={CKPT_STEP}.ckpt"])
 
 
+class Launched:
+    """The folder of the two launches and each job's per-rank records (``<job>-rank<r>.json``, tests/mp_driver.py)."""
+
+    def __init__(self, root, failures):
+        self.root, self.failures = root, failures
+
+    def job(self, name):
+        """``[rank 0 record, rank 1 record]`` of job ``name``, each asserted to have exited 0."""
+        records = []
+        for rank in (0, 1):
+            path = self.root / f"{name}-rank{rank}.json"
+            if not path.is_file():
+                pytest.fail(f"job {name} did not run on rank {rank}:\n" + "\n".join(self.failures))
+            records.append(json.loads(path.read_text()))
+            assert records[-1]["code"] == 0, (name, rank, records[-1].get("stderr", "")[-4000:], self.failures)
+        return records
+
+
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Both trainers' first runs in one launch (Lightning starts the second process), then both resumes in one
-    ``torchrun`` launch; returns each trainer's run folder (``{"vae": ..., "denoiser": ...}``)."""
-    root = tmp_path_factory.mktemp("mp_train")
-    folders = {"vae": root / "vae", "denoiser": root / "denoiser"}
-    for folder in folders.values():
-        folder.mkdir()
-    vae, denoiser = vae_configs(folders["vae"]), denoiser_configs(folders["denoiser"])
-    for name, argvs in (("first", [vae[0], denoiser[0]]), ("resumed", [vae[1], denoiser[1]])):
-        (root / f"{name}.json").write_text(json.dumps([[str(a) for a in argv] for argv in argvs]))
-    launch([DRIVER, root / "first.json"], cwd=root)
-    launch([DRIVER, root / "resumed.json"], cwd=root, torchrun=2)
-    return folders
+def launched(tmp_path_factory):
+    """Launch 1 (``python mp_driver.py``, Lightning starts the second process): both trainers' first runs.
+    Launch 2 (``torchrun``): the sequence-parallel model cases, ``python -m opensora.cli`` sampling and
+    ``python -m wfvae.cli encode`` of 3 inputs, then both trainers' resumes. A failed launch is reported by the tests
+    whose jobs did not run (jobs that ran keep their records)."""
+    from test_pipeline import make_pipeline_folder
+
+    root = tmp_path_factory.mktemp("mp")
+    vae, denoiser = vae_configs(root / "vae"), denoiser_configs(root / "denoiser")
+    models = make_pipeline_folder(root / "models")
+    for folder in ("in", "two"):
+        (root / folder).mkdir()
+    for name in INPUTS:
+        shutil.copy(CLIP, root / "in" / name)
+    first = [{"name": "vae_first", "train": vae[0]}, {"name": "denoiser_first", "train": denoiser[0]}]
+    second = [{"name": "sequence_parallel", "sequence_parallel": True},
+              {"name": "sample", "module": "opensora.cli",
+               "argv": [*SAMPLE, "--model", models, "--output", root / "two" / "cat.mp4",
+                        "--save-latents", root / "two" / "z.safetensors"]},
+              {"name": "encode", "module": "wfvae.cli",
+               "argv": ["encode", *[root / "in" / n for n in INPUTS], root / "lat", *ENCODE, "--device", "cpu"]},
+              {"name": "vae_resumed", "train": vae[1]}, {"name": "denoiser_resumed", "train": denoiser[1]}]
+    failures = []
+    for name, jobs, torchrun in (("first", first, 0), ("second", second, 2)):
+        for job in jobs:
+            for key in ("train", "argv"):
+                if key in job:
+                    job[key] = [str(a) for a in job[key]]
+        (root / f"{name}.json").write_text(json.dumps(jobs))
+        try:
+            launch([DRIVER, root / f"{name}.json", root], cwd=root, torchrun=torchrun)
+        except pytest.fail.Exception as exc:
+            failures.append(str(exc))
+    return Launched(root, failures)
 
 
-def test_denoiser_training_on_two_processes(runs):
-    folder = runs["denoiser"]
+def test_denoiser_training_on_two_processes(launched):
+    for job in ("denoiser_first", "denoiser_resumed"):
+        launched.job(job)
+    folder = launched.root / "denoiser"
     records = [read(folder / "probe", "first", r) for r in (0, 1)]
     check_ranks(records, batch_size=2, steps_per_epoch=3, samples=8)
     assert len({r[s]["weights"]["model"] for r in records for s in r}) == STEPS
@@ -218,3 +276,46 @@ def test_denoiser_training_on_two_processes(runs):
     assert records[0][STEPS]["clip"]["count"] == STEPS and records[0][STEPS]["clip"]["skipped"] == 0
     check_checkpoints(folder, records)
     check_resume(records, [read(folder / "probe", "resumed", r) for r in (0, 1)])
+
+
+def test_sequence_parallel_equals_one_process(launched):
+    for rank, record in enumerate(launched.job("sequence_parallel")):
+        result = record["models"]
+        assert sorted(result) == ["dense", "skiparse"]
+        for name, case in result.items():
+            assert case["scale"] > 0.1, (rank, name)          # a real output, not zeros
+            assert case["diff"] <= 1e-5, (rank, name, case)
+            assert case["removed"], (rank, name)              # remove() restores the single-process model
+            assert case["tokens"] == [14, 14, 14], (rank, name)  # ceil(27 / 2) tokens per rank in every block
+
+
+def test_torchrun_sampling_cli_equals_one_process(launched, tmp_path):
+    """``torchrun --nproc_per_node 2 -m opensora.cli ...`` samples with sequence parallelism and rank 0 alone
+    writes: the same latents as one process."""
+    from opensora.cli.sample import main
+    from opensora.cli.sample_io import load_latents
+
+    root = launched.root
+    assert "sequence parallel: the video tokens split over 2 processes" in launched.job("sample")[0]["stderr"]
+    assert sorted(os.listdir(root / "two")) == ["cat.mp4", "z.safetensors"]
+    assert main([*SAMPLE, "--model", str(root / "models"), "--output", str(tmp_path / "cat.mp4"), "--save-latents",
+                 str(tmp_path / "z.safetensors")]) == 0
+    one, _ = load_latents(str(tmp_path / "z.safetensors"))
+    two, _ = load_latents(str(root / "two" / "z.safetensors"))
+    assert one.shape == two.shape == (1, 4, 2, 6, 6) and one.abs().max() > 0.1
+    assert (one - two).abs().max() <= 1e-5
+
+
+def test_torchrun_encodes_a_list_across_two_processes(launched, tmp_path):
+    """(formerly in tests/test_cli.py) ``torchrun --nproc_per_node 2 -m wfvae.cli encode a b c OUT``: rank r takes
+    inputs r, r + 2, ...; together they write every latents file, each the same as one process writes."""
+    from wfvae import WFVAE
+    from wfvae.cli import main, read_latents
+
+    root = launched.root
+    launched.job("encode")
+    assert sorted(os.listdir(root / "lat")) == ["a.safetensors", "b.safetensors", "c.safetensors"]
+    vae = WFVAE.from_pretrained(VAE)
+    single = tmp_path / "c.safetensors"
+    assert main(["encode", str(root / "in" / "c.mp4"), str(single), *ENCODE]) == 0
+    assert torch.equal(read_latents(str(root / "lat" / "c.safetensors"), vae)[0], read_latents(str(single), vae)[0])
