@@ -179,7 +179,7 @@ def denoiser_configs(folder):
     folder.mkdir()
     data = tiny_annotations(folder)
     edit = {"data.data": str(data), "data.val_data": None, "data.batch_size": 2, "data.caption_dropout": 0.0,
-            "model.vae": os.path.join(ROOT, "tests", "data", "wfvae_tiny"), "model.export_dir": None}
+            "model.vae": VAE, "model.export_dir": None}
     first = write_config("opensora/tiny.yaml", folder, "first", poison_step=2, **edit)
     cfg = yaml.safe_load(first.read_text())
     for cb in cfg["trainer"]["callbacks"]:
