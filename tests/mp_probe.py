@@ -1,4 +1,4 @@
-"""Test-only instrumentation of multi-process training runs (tests/test_multiprocess_training.py).
+"""Test-only instrumentation of multi-process training runs (tests/test_multiprocess.py).
 
 :class:`Probe` is a Lightning callback added to a run's config; every rank appends one JSON line per optimizer step
 to ``<out>/<tag>-rank<r>.jsonl`` with what the tests compare across ranks and across runs:
