@@ -44,7 +44,7 @@ def test_a_faithful_model_scores_100_and_a_stubborn_one_does_not():
     assert report["motion_accuracy"] == pytest.approx(expected_motion)
     assert report["accuracy"] < 0.5
     text = format_report(report)
-    assert "both" in text and text.count("\n") == 12 + 1
+    assert "both" in text and "artefacts: ghost share" in text and text.count("\n") == 12 + 2
 
 
 def test_colour_right_motion_wrong_is_not_counted():

@@ -28,6 +28,9 @@ def _main(argv) -> int:
     p.add_argument("--words", action="store_true",
                    help="prompts written with held-out words only (opensora.synthetic.vocabulary."
                         "heldout_word_prompts) about training triples, instead of held-out compositions")
+    p.add_argument("--synonyms", action="store_true",
+                   help="held-out compositions written with the TRAINING synonyms (emerald, azure, orb, ...) in "
+                        "the evaluation sentence structures")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--steps", type=int, default=None, help="default: the model's")
@@ -44,8 +47,8 @@ def _main(argv) -> int:
     args = p.parse_args(argv)
     if args.num < 0 or args.batch_size < 1:
         raise UsageError("--num must be >= 0 and --batch-size >= 1")
-    if args.words and args.tuning:
-        raise UsageError("give --words or --tuning, not both")
+    if args.words + args.tuning + args.synonyms > 1:
+        raise UsageError("give one of --words, --synonyms and --tuning")
     if args.num == 0 and not (args.sensitivity or args.ceiling):
         raise UsageError("--num 0 samples nothing: give --sensitivity or --ceiling, or --num >= 1")
     if not os.path.isdir(args.model):
@@ -67,7 +70,7 @@ def _main(argv) -> int:
     from wfvae.models.checkpoint import write_json_atomic
     from opensora.pipelines.text_to_video import OpenSoraPipeline
     from opensora.synthetic.prompt_check import caption_sensitivity, evaluate, format_report, vae_ceiling
-    from opensora.synthetic.shapes import eval_prompts, spread_train_triples, tuning_prompts
+    from opensora.synthetic.shapes import eval_prompts, heldout_triples, spread_train_triples, tuning_prompts
     from opensora.synthetic.vocabulary import heldout_word_prompts
 
     start = time.time()
@@ -84,6 +87,8 @@ def _main(argv) -> int:
     if args.num:
         if args.words:
             prompts = heldout_word_prompts(spread_train_triples(args.num), args.num, seed=0)
+        elif args.synonyms:
+            prompts = heldout_word_prompts(heldout_triples(), args.num, seed=0, split="train")
         elif args.tuning:
             prompts = tuning_prompts(args.num, with_shape=True)
         else:
@@ -97,7 +102,8 @@ def _main(argv) -> int:
         c = report["vae_ceiling"]
         print(f"VAE ceiling (reconstructed renders): colour {c['colour_accuracy']:.1%}  motion "
               f"{c['motion_accuracy']:.1%}  both {c['accuracy']:.1%}  shape {c['shape_accuracy']:.1%}  "
-              f"({c['num_clips']} clips)")
+              f"({c['num_clips']} clips); artefacts: ghost share {c['mean_ghost']:.4f}, grid excess "
+              f"{c['mean_grid']:.3f}")
     if args.sensitivity:
         report["caption_sensitivity"] = caption_sensitivity(pipe)
         print("caption sensitivity (RMS change of the prediction when one attribute of the caption changes)")

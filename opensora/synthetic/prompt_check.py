@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from wfvae.io.frames import to_tensor, to_uint8
 
+from opensora.synthetic.artifacts import ghost_fraction, grid_excess
 from opensora.synthetic.shapes import (COLOURS, SHAPES, analyse_clip, caption, heldout_triples, make_spec, render_clip,
                         train_triples)
 
@@ -59,6 +60,7 @@ def evaluate(pipe, prompts: Sequence[Tuple[str, ...]], seed: int = 0, batch_size
             row["colour_ok"] = row["got_colour"] == colour
             row["motion_ok"] = row["got_motion"] == motion
             row["ok"] = row["colour_ok"] and row["motion_ok"]
+            row["ghost"], row["grid"] = ghost_fraction(frames), grid_excess(frames)
             if len(item) > 3:
                 row["shape"] = item[3]
                 row["shape_ok"] = got["shape"] == item[3]
@@ -72,7 +74,9 @@ def evaluate(pipe, prompts: Sequence[Tuple[str, ...]], seed: int = 0, batch_size
             "colour_accuracy": sum(r["colour_ok"] for r in rows) / n,
             "motion_accuracy": sum(r["motion_ok"] for r in rows) / n,
             "accuracy": sum(r["ok"] for r in rows) / n,
-            "shape_accuracy": sum(r["shape_ok"] for r in shaped) / len(shaped) if shaped else None}
+            "shape_accuracy": sum(r["shape_ok"] for r in shaped) / len(shaped) if shaped else None,
+            "mean_ghost": float(np.mean([r["ghost"] for r in rows])) if rows else 0.0,
+            "mean_grid": float(np.mean([r["grid"] for r in rows])) if rows else 0.0}
 
 
 def format_report(report: Dict[str, Any], limit: Optional[int] = None) -> str:
@@ -86,6 +90,8 @@ def format_report(report: Dict[str, Any], limit: Optional[int] = None) -> str:
     lines.append(f"colour {report['colour_accuracy']:.1%}  motion {report['motion_accuracy']:.1%}  "
                  f"both {report['accuracy']:.1%}" + (f"  shape {shape:.1%}" if shape is not None else "") +
                  f"  ({report['num_prompts']} prompts)")
+    if "mean_ghost" in report:
+        lines.append(f"artefacts: ghost share {report['mean_ghost']:.4f}, grid excess {report['mean_grid']:.3f}")
     return "\n".join(lines)
 
 
@@ -95,18 +101,23 @@ def vae_ceiling(vae, num_frames: int = 17, size: int = 96, per_triple: int = 2, 
     held-out triple: ``{"colour_accuracy", "motion_accuracy", "accuracy", "num_clips"}``."""
     rng = np.random.default_rng(seed)
     colour_ok = motion_ok = both = shape_ok = count = 0
+    ghosts, grids = [], []
     for colour, shape, motion in heldout_triples():
         for _ in range(per_triple):
             clip = to_tensor(render_clip(make_spec(colour, shape, motion, rng), num_frames, size))[None]
             rec = vae.decode(vae.encode(clip.to(vae.device, vae.dtype)).latent_dist.mean).sample[0]
-            got = analyse_clip(to_uint8(rec))
+            frames = to_uint8(rec)
+            got = analyse_clip(frames)
+            ghosts.append(ghost_fraction(frames))
+            grids.append(grid_excess(frames))
             colour_ok += got["colour"] == colour
             motion_ok += got["motion"] == motion
             both += got["colour"] == colour and got["motion"] == motion
             shape_ok += got["shape"] == shape
             count += 1
     return {"colour_accuracy": colour_ok / count, "motion_accuracy": motion_ok / count, "accuracy": both / count,
-            "shape_accuracy": shape_ok / count, "num_clips": count}
+            "shape_accuracy": shape_ok / count, "num_clips": count, "mean_ghost": float(np.mean(ghosts)),
+            "mean_grid": float(np.mean(grids))}
 
 
 @torch.no_grad()

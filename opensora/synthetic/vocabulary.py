@@ -194,10 +194,11 @@ def broad_captions(colour: str, shape: str, motion: str, background: str, slow: 
     return out
 
 
-def heldout_word_prompts(triples: Sequence[Tuple[str, str, str]], n: int = 36,
-                         seed: int = 0) -> List[Tuple[str, str, str, str]]:
+def heldout_word_prompts(triples: Sequence[Tuple[str, str, str]], n: int = 36, seed: int = 0,
+                         split: str = "heldout") -> List[Tuple[str, str, str, str]]:
     """``n`` ``(prompt, colour, motion, shape)`` written with held-out words only (colour, noun and motion) in the
-    evaluation structures, for ``triples`` (prompt ``i`` is about triple ``i % len(triples)``)."""
+    evaluation structures, for ``triples`` (prompt ``i`` is about triple ``i % len(triples)``). ``split="train"``:
+    the training synonyms instead, in the same structures (the vocabulary of training, on new sentences)."""
     rng = np.random.default_rng(seed)
     backgrounds = list(BACKGROUND_WORDS)
     out = []
@@ -205,7 +206,7 @@ def heldout_word_prompts(triples: Sequence[Tuple[str, str, str]], n: int = 36,
         colour, shape, motion = triples[i % len(triples)]
         structure = EVAL_STRUCTURES[(i + i // len(triples)) % len(EVAL_STRUCTURES)]
         background = backgrounds[int(rng.integers(len(backgrounds)))]
-        out.append((_fill(structure, colour, shape, motion, background, "", rng, "heldout", affix=False),
+        out.append((_fill(structure, colour, shape, motion, background, "", rng, split, affix=False),
                     colour, motion, shape))
     return out
 
