@@ -100,15 +100,21 @@ def test_bad_long_video_input_one_line_exit_2(folders, tmp_path, capsys, extra, 
     assert len(err.strip().splitlines()) == 1 and not out.exists()
 
 
-def test_needs_a_continuation_model(folders, tmp_path, capsys):
+def test_without_a_continuation_model_frames_are_one_window(folders, tmp_path, capsys):
     model, _ = folders
-    plain = tmp_path / "plain"   # the same parts without the model_index.json: the release's 93-frame window
+    plain = tmp_path / "plain"   # the same parts with a 9-frame window and no continuation model
     plain.mkdir()
     for part in ("transformer", "vae", "text_encoder"):
         os.symlink(os.path.join(model, part), plain / part)
-    code, _, err = _run(["--prompt", "a red ball", "--model", str(plain), "--frames", "97",
-                         "--output", str(tmp_path / "o.mp4")] + FAST, capsys)
-    assert code == 2 and "give --continuation-model DIR" in err
+    (plain / "model_index.json").write_text(json.dumps({"sampling": {"num_frames": 9}}))
+    out = tmp_path / "o.mp4"
+    code, stdout, err = _run(["--prompt", "a red ball", "--model", str(plain), "--frames", "13",
+                              "--output", str(out)] + FAST, capsys)
+    assert code == 0, err
+    assert "windows" not in stdout and read_video(str(out)).shape[1] == 13
+    code, _, err = _run(["--prompt", "a red ball", "--model", str(plain), "--frames", "13", "--overlap", "1",
+                         "--output", str(tmp_path / "p.mp4")] + FAST, capsys)
+    assert code == 2 and "--overlap is for a chained long video: give --continuation-model DIR" in err
 
 
 def test_domain_note_for_prompts_outside_the_training_domain(folders, tmp_path, capsys):

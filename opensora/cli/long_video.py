@@ -4,8 +4,9 @@
     opensora-sample --prompt "..." --frames 129 --save-latents run.safetensors     # resumable
     opensora-sample --prompt "..." --frames 257 --continuation-model DIR --overlap 2 --window-noise 0.0
 
-When ``--frames`` is longer than the model's window (its folder's ``num_frames``, else 93) the first window comes
-from the model (or, with ``--image``, from the continuation model keeping that image as frame 0), and every next
+When ``--frames`` is longer than the model's window (its folder's ``num_frames``, else 93) and a continuation model
+is named (``--continuation-model``, or the folder's ``continuation_model``; without one the frames are sampled as
+one window, as before) the first window comes from the model (or, with ``--image``, from the continuation model keeping that image as frame 0), and every next
 window from an image-condition model (``--continuation-model``, default: the folder's ``continuation_model``)
 that keeps the last ``--overlap`` latent frames of the previous window (:mod:`opensora.pipelines.long_video`).
 The VAE decodes the whole chain as one causal stream, and frames go to the file as they are decoded, so memory
@@ -60,19 +61,27 @@ def model_window(model: Optional[str]) -> int:
 
 
 def long_settings(args, model: Optional[str]) -> Optional[Dict[str, object]]:
-    """None when ``--frames`` fits the model's window (then the long-video flags are an error), else the chain's
-    settings (:func:`resolve_long_settings`)."""
+    """None when ``--frames`` fits the model's window, or when no continuation model is named (by the flag or the
+    folder's ``continuation_model``: then the frames are sampled as one window, as the denoiser allows); else the
+    chain's settings (:func:`resolve_long_settings`). The long-video flags without a chain are an error."""
+    from opensora.pipelines.defaults import sampling_defaults
+
     window = model_window(model)
-    if args.frames <= window:
+    named = args.continuation_model is not None
+    if not named and model is not None and os.path.isdir(model):
+        try:
+            named = "continuation_model" in sampling_defaults(model)
+        except (ValueError, OSError) as exc:
+            raise UsageError(first_line(exc)) from None
+    if args.frames <= window or not named:
         given = [flag for flag, value in (("--continuation-model", args.continuation_model),
                                           ("--overlap", args.overlap), ("--window-noise", args.window_noise))
                  if value is not None]
         if given:
-            raise UsageError(f"{given[0]} is for --frames beyond the model's {window}-frame window "
-                             f"(--frames is {args.frames})")
+            why = (f"--frames beyond the model's {window}-frame window (--frames is {args.frames})"
+                   if args.frames <= window else "a chained long video: give --continuation-model DIR")
+            raise UsageError(f"{given[0]} is for {why}")
         return None
-    if model is None:
-        raise UsageError(f"--frames {args.frames} is longer than the release's {window}-frame window: give --model")
     return resolve_long_settings(args, model)
 
 
@@ -97,9 +106,6 @@ def resolve_long_settings(args, model: str) -> Dict[str, object]:
     if folder is None and "continuation_model" in sampling:
         spec = str(sampling["continuation_model"])
         folder = resolve_location(spec) if spec.startswith("package:") else os.path.normpath(os.path.join(model, spec))
-    if folder is None:
-        raise UsageError(f"--frames {args.frames} is longer than the model's {model_window(model)}-frame window: "
-                         f"give --continuation-model DIR (an image-condition model)")
     if not os.path.isdir(folder):
         raise UsageError(f"continuation model folder not found: {folder}")
     overlap = args.overlap if args.overlap is not None else int(sampling.get("overlap", 2))

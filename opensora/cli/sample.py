@@ -55,7 +55,7 @@ OOM_HINT = "try --cpu-offload, --vae-latent-chunk 1 or --vae-tile 256"
 # (low, high) of the integer flags; a value outside is a one-line error naming the flag and the range.
 INT_RANGES = {"steps": (1, 1000), "num_samples": (1, 1000), "max_length": (1, 4096),
               "refine_max_new_tokens": (1, 4096), "seed": (0, 2 ** 63 - 1), "vae_latent_chunk": (1, 100000),
-              "vae_tile": (8, 65536)}
+              "vae_tile": (8, 65536), "frames": (1, 1000000)}
 
 
 def _default(release) -> str:
@@ -311,7 +311,6 @@ def cmd_sample(args) -> None:
 
     from opensora.cli.conditions import check_condition_args, condition_arguments
     from opensora.cli.long_video import run_long
-    from opensora.pipelines.defaults import domain_note
     from opensora.pipelines.conditions import OpenSoraControlPipeline, OpenSoraImageToVideoPipeline
     from opensora.models import StructureController, load_denoiser, sequence_parallel
     from opensora.models.inpaint import OpenSoraInpaintConfig
@@ -332,9 +331,6 @@ def cmd_sample(args) -> None:
         check_condition_args(args, model_cfg)
     elif args.image and not os.path.isfile(args.image[0]):
         raise UsageError(f"condition file not found: {args.image[0]}")
-    note = domain_note(_model_folder(args), prompts)
-    if note:
-        print(note, file=sys.stderr)
     device, dtype, vae_dtype = _devices(args)
     device = sequence_parallel.launch_device(device)  # under torchrun: this process' GPU
 
@@ -373,6 +369,7 @@ def cmd_sample(args) -> None:
         if not os.path.splitext(args.output)[1]:
             outputs.make_folder(args.output)
         run_long(args, pipe, prompts, prompts_used, texts, paths, long, dtype, lead)
+        _note_domain(args, prompts, lead)
         return
     seeds = [args.seed + i for i in range(len(prompts))]
     meta = run_metadata(args, prompts, texts, seeds, vae_dir, vae_cfg, (transformer_dir, text_dir))
@@ -402,6 +399,16 @@ def cmd_sample(args) -> None:
                 pipe.vae.to("cpu")
     if args.save_latents and lead:
         print(f"{args.save_latents}: latents {tuple(torch.cat(done).shape)}")
+    _note_domain(args, prompts, lead)
+
+
+def _note_domain(args, prompts, lead: bool) -> None:
+    """After a successful run: one ``note:`` line when a prompt is outside the model folder's training domain."""
+    from opensora.pipelines.defaults import domain_note
+
+    note = domain_note(_model_folder(args), prompts) if lead else None
+    if note:
+        print(note, file=sys.stderr)
 
 
 def cmd_decode(args) -> None:
