@@ -347,11 +347,11 @@ def cmd_encode(args) -> None:
 
 
 def cmd_decode(args) -> None:
+    if not os.path.isfile(args.input):  # before anything imports torch: the error comes at once
+        raise UsageError(f"latents file not found: {args.input}")
     from wfvae.io.video import VideoWriter
 
     outputs, model, device, dtype = _start(args, VIDEO_SUFFIXES)
-    if not os.path.isfile(args.input):
-        raise UsageError(f"latents file not found: {args.input}")
     vae = _load_model(model, device, dtype, getattr(args, "model_cache", None))
     latents, meta = read_latents(args.input, vae)
     num_frames, h, w, fps = int(meta["num_frames"]), int(meta["height"]), int(meta["width"]), float(meta["fps"])
