@@ -30,17 +30,14 @@ def _rss_mib() -> float:
 def run_case(spec: dict) -> dict:
     import torch
 
-    from opensora.models import load_denoiser
-    from opensora.pipelines import OpenSoraImageToVideoPipeline, OpenSoraPipeline
-    from opensora.pipelines.long_video import ContinuationChain
+    from opensora.pipelines import OpenSoraPipeline
+    from opensora.pipelines.long_video import ContinuationChain, continuation_pipeline
     from wfvae.io.video import VideoWriter
 
     torch.set_num_threads(spec["threads"])
     first = OpenSoraPipeline.from_pretrained(SHIPPED)
     first.set_progress_bar_config(disable=True)
-    cont = OpenSoraImageToVideoPipeline(first.tokenizer, first.text_encoder,
-                                        load_denoiser(os.path.join(CONTINUATION, "transformer")), first.vae,
-                                        first.scheduler, sampling=first.settings)
+    cont = continuation_pipeline(first, CONTINUATION)
     cont.set_progress_bar_config(disable=True)
     chain = ContinuationChain(cont, first, overlap=spec["overlap"])
     base = _rss_mib()

@@ -50,10 +50,9 @@ def _main(argv) -> int:
 
     import torch
 
-    from opensora.models import load_denoiser
-    from opensora.pipelines import OpenSoraImageToVideoPipeline, OpenSoraPipeline
-    from opensora.pipelines.defaults import sampling_defaults
-    from opensora.pipelines.long_video import ContinuationChain
+    from opensora.pipelines import OpenSoraPipeline
+    from opensora.pipelines.defaults import continuation_folder, sampling_defaults
+    from opensora.pipelines.long_video import ContinuationChain, continuation_pipeline
     from opensora.synthetic.long_check import analyse_long, summarise
     from opensora.synthetic.shapes import heldout_triples, spread_train_triples
     from opensora.synthetic.vocabulary import slow_prompts
@@ -61,17 +60,13 @@ def _main(argv) -> int:
     from wfvae.models.checkpoint import write_json_atomic
 
     sampling = sampling_defaults(args.model)
-    folder = args.continuation_model or (os.path.normpath(os.path.join(args.model, sampling["continuation_model"]))
-                                         if "continuation_model" in sampling else None)
+    folder = args.continuation_model or continuation_folder(args.model, sampling)
     if folder is None or not os.path.isdir(folder):
         raise UsageError(f"continuation model folder not found: {folder} (give --continuation-model)")
     overlap = args.overlap if args.overlap is not None else int(sampling.get("overlap", 2))
     noise = args.window_noise if args.window_noise is not None else float(sampling.get("window_noise", 0.0))
     first = OpenSoraPipeline.from_pretrained(args.model)
-    transformer = os.path.join(folder, "transformer")
-    cont = OpenSoraImageToVideoPipeline(first.tokenizer, first.text_encoder,
-                                        load_denoiser(transformer if os.path.isdir(transformer) else folder),
-                                        first.vae, first.scheduler, sampling=dict(first.config.get("sampling") or {}))
+    cont = continuation_pipeline(first, folder)
     for pipe in (first, cont):
         pipe.set_progress_bar_config(disable=True)
     chain = ContinuationChain(cont, first, overlap=overlap, noise_strength=noise)

@@ -48,31 +48,33 @@ def add_long_video_arguments(parser) -> None:
                    help="std of the noise on the kept frames, 0..10 (default: the folder's, else 0)")
 
 
-def model_window(model: Optional[str]) -> int:
-    """Frames per window of the model folder (its ``sampling.num_frames``, else the release's 93)."""
-    from opensora.pipelines.defaults import RELEASE_SETTINGS, sampling_defaults
+def _sampling(model: Optional[str]) -> Dict[str, object]:
+    """The model folder's ``sampling`` entry ({} without a folder), bad ones as one-line errors."""
+    from opensora.pipelines.defaults import sampling_defaults
 
     if model is None or not os.path.isdir(model):
-        return RELEASE_SETTINGS["num_frames"]
+        return {}
     try:
-        return int(sampling_defaults(model).get("num_frames", RELEASE_SETTINGS["num_frames"]))
+        return sampling_defaults(model)
     except (ValueError, OSError) as exc:
         raise UsageError(first_line(exc)) from None
+
+
+def model_window(model: Optional[str], sampling: Optional[Dict[str, object]] = None) -> int:
+    """Frames per window of the model folder (its ``sampling.num_frames``, else the release's 93)."""
+    from opensora.pipelines.defaults import RELEASE_SETTINGS
+
+    sampling = _sampling(model) if sampling is None else sampling
+    return int(sampling.get("num_frames", RELEASE_SETTINGS["num_frames"]))
 
 
 def long_settings(args, model: Optional[str]) -> Optional[Dict[str, object]]:
     """None when ``--frames`` fits the model's window, or when no continuation model is named (by the flag or the
     folder's ``continuation_model``: then the frames are sampled as one window, as the denoiser allows); else the
     chain's settings (:func:`resolve_long_settings`). The long-video flags without a chain are an error."""
-    from opensora.pipelines.defaults import sampling_defaults
-
-    window = model_window(model)
-    named = args.continuation_model is not None
-    if not named and model is not None and os.path.isdir(model):
-        try:
-            named = "continuation_model" in sampling_defaults(model)
-        except (ValueError, OSError) as exc:
-            raise UsageError(first_line(exc)) from None
+    sampling = _sampling(model)
+    window = model_window(model, sampling)
+    named = args.continuation_model is not None or "continuation_model" in sampling
     if args.frames <= window or not named:
         given = [flag for flag, value in (("--continuation-model", args.continuation_model),
                                           ("--overlap", args.overlap), ("--window-noise", args.window_noise))
@@ -82,12 +84,12 @@ def long_settings(args, model: Optional[str]) -> Optional[Dict[str, object]]:
                    if args.frames <= window else "a chained long video: give --continuation-model DIR")
             raise UsageError(f"{given[0]} is for {why}")
         return None
-    return resolve_long_settings(args, model)
+    return resolve_long_settings(args, model, sampling, window)
 
 
-def resolve_long_settings(args, model: str) -> Dict[str, object]:
+def resolve_long_settings(args, model: str, sampling: Dict[str, object], window: int) -> Dict[str, object]:
     """The continuation folder, overlap and window noise from the flags, else ``model``'s ``sampling`` entry."""
-    from opensora.pipelines.defaults import part_folder, read_index, resolve_location, sampling_defaults
+    from opensora.pipelines.defaults import continuation_folder
 
     for name, what in UNSUPPORTED.items():
         value = getattr(args, name, None)
@@ -98,25 +100,13 @@ def resolve_long_settings(args, model: str) -> Dict[str, object]:
         raise UsageError("--num-samples must be 1 for a chained long video (use --seed for other samples)")
     if len(args.image) > 1:
         raise UsageError("a chained long video takes one --image (its first frame)")
-    try:
-        sampling = sampling_defaults(model)
-    except (ValueError, OSError) as exc:
-        raise UsageError(first_line(exc)) from None
-    folder = args.continuation_model
-    if folder is None and "continuation_model" in sampling:
-        spec = str(sampling["continuation_model"])
-        folder = resolve_location(spec) if spec.startswith("package:") else os.path.normpath(os.path.join(model, spec))
+    folder = args.continuation_model or continuation_folder(model, sampling)
     if not os.path.isdir(folder):
         raise UsageError(f"continuation model folder not found: {folder}")
     overlap = args.overlap if args.overlap is not None else int(sampling.get("overlap", 2))
     noise = args.window_noise if args.window_noise is not None else float(sampling.get("window_noise", 0.0))
     check_finite_number(noise, "--window-noise", 0, 10)
-    try:
-        transformer = part_folder(folder, "transformer", read_index(folder)) or folder
-    except (ValueError, OSError) as exc:
-        raise UsageError(first_line(exc)) from None
-    return {"folder": folder, "transformer": transformer, "overlap": overlap, "noise": noise, "model": model,
-            "window": model_window(model)}
+    return {"folder": folder, "overlap": overlap, "noise": noise, "model": model, "window": window}
 
 
 # ---------------------------------------------------------------------------------------------- windows file
@@ -173,23 +163,12 @@ def run_long(args, pipe, prompts: List[str], used: List[str], texts: List[str], 
     import torch
     from tqdm.auto import tqdm
 
-    from opensora.models import load_denoiser
-    from opensora.models.inpaint import is_inpaint
-    from opensora.pipelines.conditions import OpenSoraImageToVideoPipeline
-    from opensora.pipelines.long_video import ContinuationChain
+    from opensora.pipelines.long_video import ContinuationChain, continuation_pipeline
     from wfvae.io.video import VideoWriter
 
     from opensora.cli.sample_io import loading
 
-    transformer = loading(f"cannot load continuation model {long['transformer']}",
-                           lambda: load_denoiser(long["transformer"], dtype=dtype))
-    if not is_inpaint(transformer):
-        raise UsageError(f"--continuation-model {long['folder']} is a text-to-video model: an image-condition model "
-                         f"(OpenSoraInpaint) is needed")
-    device = pipe._execution_device
-    cont = OpenSoraImageToVideoPipeline(pipe.tokenizer, pipe.text_encoder, transformer.to(device), pipe.vae,
-                                        pipe.scheduler, sampling=dict(pipe.config.get("sampling") or {}))
-    cont.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
+    cont = loading("cannot load the continuation model", lambda: continuation_pipeline(pipe, long["folder"], dtype))
     first = pipe if not args.image else None
     first_call = {}
     if args.image:  # window 0 from the continuation model, keeping the image as frame 0 (i2v)

@@ -86,6 +86,18 @@ def resolve_location(spec: str) -> str:
     return _package_folder({"python_package": name, "subfolder": sub}, spec)
 
 
+def locate(folder: str, spec: str) -> str:
+    """``spec`` as a path: ``package:NAME/SUBFOLDER`` inside an installed package, else relative to ``folder``."""
+    return resolve_location(spec) if spec.startswith("package:") else os.path.normpath(os.path.join(folder, spec))
+
+
+def continuation_folder(folder: str, sampling: Optional[Dict[str, Any]] = None) -> Optional[str]:
+    """The folder named by ``folder``'s ``sampling.continuation_model`` (None when it names none)."""
+    sampling = sampling_defaults(folder) if sampling is None else sampling
+    spec = sampling.get("continuation_model")
+    return locate(folder, spec) if spec is not None else None
+
+
 def part_folder(folder: str, name: str, index: Optional[Dict[str, Any]] = None) -> Optional[str]:
     """Folder of part ``name`` (one of :data:`PARTS`) of the model at ``folder``, or None.
 
@@ -99,10 +111,7 @@ def part_folder(folder: str, name: str, index: Optional[Dict[str, Any]] = None) 
         if os.path.isdir(sub):
             return sub
         location = index.get(f"{name}_location")
-        if isinstance(location, str):
-            return resolve_location(location) if location.startswith("package:") else \
-                os.path.normpath(os.path.join(folder, location))
-        return None
+        return locate(folder, location) if isinstance(location, str) else None
     if isinstance(entry, str):
         return os.path.normpath(os.path.join(folder, entry))
     if isinstance(entry, dict):

@@ -25,6 +25,24 @@ import torch
 from opensora.pipelines.text_to_video import OpenSoraPipeline
 
 
+def continuation_pipeline(first: OpenSoraPipeline, folder: str, dtype: Optional[torch.dtype] = None):
+    """An :class:`~opensora.pipelines.OpenSoraImageToVideoPipeline` of the image-condition model in ``folder`` (its
+    ``transformer`` part, or the folder itself) that shares ``first``'s text encoder, VAE, scheduler, settings and
+    progress-bar options, on ``first``'s device. ValueError when ``folder`` holds a text-to-video model."""
+    from opensora.models import load_denoiser
+    from opensora.models.inpaint import is_inpaint
+    from opensora.pipelines.conditions import OpenSoraImageToVideoPipeline
+    from opensora.pipelines.defaults import part_folder, read_index
+
+    transformer = load_denoiser(part_folder(folder, "transformer", read_index(folder)) or folder, dtype=dtype)
+    if not is_inpaint(transformer):
+        raise ValueError(f"{folder} is a text-to-video model: an image-condition model (OpenSoraInpaint) is needed")
+    pipe = OpenSoraImageToVideoPipeline(first.tokenizer, first.text_encoder, transformer.to(first._execution_device),
+                                        first.vae, first.scheduler, sampling=dict(first.config.get("sampling") or {}))
+    pipe.set_progress_bar_config(**getattr(first, "_progress_bar_config", {}))
+    return pipe
+
+
 class ContinuationChain:
     """Chains windows of ``pipe`` (an :class:`~opensora.pipelines.OpenSoraImageToVideoPipeline` with an
     image-condition transformer) into one video.

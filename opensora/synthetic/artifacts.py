@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from opensora.synthetic.shapes import PALETTE_HUES, _box3, _hue_distance, rgb_to_hsv
+from opensora.synthetic.shapes import _box3, object_mask
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
@@ -39,17 +39,9 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
 
 def ghost_fraction(video: np.ndarray, min_saturation: float = 0.35, min_value: float = 0.25) -> float:
     """Mean over frames with an object of the share of object pixels far from the object (see the module)."""
-    x = _box3(np.asarray(video).astype(np.float32) / 255)
-    val = x.max(-1)
-    sat = (val - x.min(-1)) / np.maximum(val, 1e-12)
-    mask = (sat > min_saturation) & (val > min_value)
-    if not mask.any():
+    obj, colour, _ = object_mask(video, min_saturation, min_value)
+    if colour == "none":
         return 0.0
-    names = list(PALETTE_HUES)
-    hue = rgb_to_hsv(x[mask])[0]
-    nearest = np.stack([_hue_distance(hue, PALETTE_HUES[k]) for k in names]).argmin(0)
-    obj = np.zeros_like(mask)
-    obj[mask] = nearest == np.bincount(nearest, minlength=len(names)).argmax()
     H, W = obj.shape[1:]
     yy, xx = np.mgrid[0:H, 0:W]
     shares = []

@@ -345,6 +345,30 @@ def _box3(x: np.ndarray) -> np.ndarray:
     return (rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]) / 9
 
 
+def object_mask(video: np.ndarray, min_saturation: float = 0.35,
+                min_value: float = 0.25) -> Tuple[np.ndarray, str, float]:
+    """The object's pixels in a video (uint8 ``(T, H, W, 3)``, or float in [0, 1]), after a 3x3 spatial mean:
+    saturated (backgrounds have saturation <= 0.2) and nearest in hue to the palette colour most of the saturated
+    pixels are nearest to (stray pixels of other hues drop out). Returns (mask ``(T, H, W)`` bool, that colour's
+    name or ``"none"`` without a saturated pixel, the share of saturated pixels voting for it)."""
+    video = np.asarray(video)
+    x = video.astype(np.float32) / 255 if video.dtype == np.uint8 else np.clip(video.astype(np.float32), 0, 1)
+    x = _box3(x)
+    val = x.max(-1)
+    sat = (val - x.min(-1)) / np.maximum(val, 1e-12)
+    mask = (sat > min_saturation) & (val > min_value)
+    if not mask.any():
+        return mask, "none", 0.0
+    names = list(PALETTE_HUES)
+    hue = rgb_to_hsv(x[mask])[0]                                                       # (N,)
+    nearest = np.stack([_hue_distance(hue, PALETTE_HUES[k]) for k in names]).argmin(0)  # (N,)
+    votes = np.bincount(nearest, minlength=len(names))
+    best = int(votes.argmax())
+    obj = np.zeros_like(mask)
+    obj[mask] = nearest == best
+    return obj, names[best], float(votes[best] / votes.sum())
+
+
 def _fill_ratio(obj: np.ndarray) -> float:
     """Object area / bounding-box area of one ``(H, W)`` mask (about 1 for a square, pi/4 for a disc, 1/2 for a
     triangle); the box spans the 2nd to 98th percentile of the mask's rows and columns (stray pixels ignored)."""
@@ -382,25 +406,13 @@ def analyse_clip(video: np.ndarray, min_saturation: float = 0.35, min_value: flo
     video = np.asarray(video)
     if video.ndim != 4 or video.shape[-1] != 3:
         raise ValueError(f"expected a (T, H, W, 3) video, got shape {video.shape}")
-    x = video.astype(np.float32) / 255 if video.dtype == np.uint8 else np.clip(video.astype(np.float32), 0, 1)
-    T, H, W, _ = x.shape
-    x = _box3(x)
-    val = x.max(-1)
-    sat = (val - x.min(-1)) / np.maximum(val, 1e-12)
-    mask = (sat > min_saturation) & (val > min_value)
+    T, H, W, _ = video.shape
     out = dict(colour="none", motion="none", shape="none", colour_share=0.0, mask_fraction=0.0, valid_frames=0,
                dx=0.0, dy=0.0, dlog_area=0.0, fill_ratio=0.0)
-    if not mask.any():
+    obj, colour, share = object_mask(video, min_saturation, min_value)
+    if colour == "none":
         return out
-    names = list(PALETTE_HUES)
-    hue = rgb_to_hsv(x[mask])[0]                                                       # (N,)
-    nearest = np.stack([_hue_distance(hue, PALETTE_HUES[k]) for k in names]).argmin(0)  # (N,)
-    votes = np.bincount(nearest, minlength=len(names))
-    best = int(votes.argmax())
-    out["colour"], out["colour_share"] = names[best], float(votes[best] / votes.sum())
-    # Object pixels: saturated and nearest in hue to the chosen colour (drops stray pixels of other hues).
-    obj = np.zeros_like(mask)
-    obj[mask] = nearest == best
+    out["colour"], out["colour_share"] = colour, share
     area = obj.sum((1, 2)).astype(np.float64)                                          # (T,)
     out["mask_fraction"] = float(area.mean() / (H * W))
     valid = area >= max(min_area * H * W, 3)

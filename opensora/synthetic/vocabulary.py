@@ -211,11 +211,6 @@ def heldout_word_prompts(triples: Sequence[Tuple[str, str, str]], n: int = 36, s
     return out
 
 
-def speed_of(rng: np.random.Generator, slow_fraction: float) -> bool:
-    """Whether a new clip is slow (probability ``slow_fraction``)."""
-    return bool(rng.random() < slow_fraction)
-
-
 def slow_prompts(triples: Sequence[Tuple[str, str, str]], n: int = 6, seed: int = 0,
                  split: str = "train") -> List[Tuple[str, str, str, str]]:
     """``n`` ``(prompt, colour, motion, shape)`` asking for slow motion (for long videos), in the evaluation
