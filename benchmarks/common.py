@@ -1,11 +1,13 @@
 """Shared benchmark plumbing: one fresh process per case, timing, peak memory, the report header.
 
 A case is a JSON dict; the script re-runs itself with ``--case JSON`` and prints one JSON result line, so every
-case starts with clean peak-memory counters.
+case starts with clean peak-memory counters. On CUDA a script may send a JSON *list* of cases to one child (the
+allocator's peak counter is reset per case, so one process serves many cases and the start-up is paid once).
 """
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import os
 import platform
@@ -30,6 +32,8 @@ def measure(fn: Callable[[], object], device, warmup: int, repeats: int, grad: b
 
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
+        gc.collect()  # the previous case of a grouped child (see run_child_case) is gone
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base_cuda = torch.cuda.memory_allocated()
     times = []
@@ -48,14 +52,15 @@ def measure(fn: Callable[[], object], device, warmup: int, repeats: int, grad: b
     return {"median_s": statistics.median(times), "peak_gib": peak}
 
 
-def fast_math(device) -> None:
-    """TF32 and cuDNN autotuning on CUDA (what the published numbers used as "fp32")."""
+def fast_math(device, cudnn_benchmark: bool = True) -> None:
+    """TF32 and (unless ``cudnn_benchmark`` is false) cuDNN autotuning on CUDA (what the published numbers used as
+    "fp32")."""
     import torch
 
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 def header(title: str, device: str, warmup: int, repeats: int) -> None:
@@ -81,21 +86,60 @@ def add_timing_args(parser) -> None:
 
 
 def run_child_case(args, run_case: Callable[[dict], dict]) -> bool:
-    """In a child process (``--case JSON``, see :func:`run_in_subprocess`): run that case, print its result as JSON
-    and return True; otherwise return False."""
+    """In a child process (``--case JSON``, see :func:`run_in_subprocess`): run that case (or each case of a list,
+    an error in one becoming its ``{"error": ...}``), print the result as JSON and return True; otherwise return
+    False."""
     if not args.case:
         return False
-    print(json.dumps(run_case(json.loads(args.case))))
+    spec = json.loads(args.case)
+    if isinstance(spec, dict):
+        print(json.dumps(run_case(spec)))
+        return True
+    results = []
+    for one in spec:
+        try:
+            results.append(run_case(one))
+        except Exception as exc:  # noqa: BLE001 -- one failed case (e.g. out of memory) must not lose the others
+            results.append({"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+    print(json.dumps(results))
     return True
 
 
-def run_in_subprocess(script: str, spec: dict) -> dict:
-    """Run ``script --case JSON`` and return its result dict, or ``{"error": last stderr line}``."""
+def run_in_subprocess(script: str, spec) -> object:
+    """Run ``script --case JSON`` and return its result (a dict, or a list for a list of cases), or
+    ``{"error": last stderr line}`` (for each case of a list) when the child failed."""
     out = subprocess.run([sys.executable, os.path.abspath(script), "--case", json.dumps(spec)],
                          capture_output=True, text=True)
     if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+        error = {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+        return [error] * len(spec) if isinstance(spec, list) else error
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def random_wfvae_folder(model: str, folder: str) -> str:
+    """Random weights (seed 0) of WF-VAE ``model`` saved once in the release layout, so that our implementation
+    and the published one measure the same weights."""
+    import dataclasses
+
+    import torch
+
+    from wfvae import WFVAE
+
+    if not os.path.exists(os.path.join(folder, "config.json")):
+        torch.manual_seed(0)
+        WFVAE(**dataclasses.asdict(vae_config(model))).save_pretrained(folder)
+    return folder
+
+
+def published_wfvae(path: str, folder: str, dtype, device):
+    """The published WF-VAE (a checkout of PKU-YuanGroup/WF-VAE at ``path``, only measured, never installed or
+    copied) loaded from ``folder``."""
+    sys.path.insert(0, os.path.abspath(path))
+    try:
+        from causalvideovae.model.vae.modeling_wfvae import WFVAEModel
+    except ImportError as exc:
+        raise SystemExit(f"error: --published {path} is not a PKU-YuanGroup/WF-VAE checkout ({exc})") from None
+    return WFVAEModel.from_pretrained(folder, torch_dtype=dtype).eval().to(device)
 
 
 def vae_config(name: str):
