@@ -25,3 +25,20 @@ def test_plan_tiles_when_one_chunk_does_not_fit():
 
 def test_plan_caps_chunk_at_video_length():
     assert plan(16, 4, 64, 64, torch.float32, 100, num_latent_frames=3).latent_chunk == 3
+
+
+def test_hopeless_budget_is_refused_without_simulating_a_tiled_frame(monkeypatch):
+    """A budget below one 64x64 tile's need is refused after two simulations (whole frame, one tile), not after a
+    simulated run of a whole frame of tiles (minutes at 270x480 with a real model)."""
+    import wfvae.inference.memory as memory
+
+    calls = []
+
+    def fake(config, mode, h, w, dtype, k, n, tile=None, overlap=None):
+        calls.append((h, w, tile))
+        return 10 * 1024 ** 3 * (h * w) / (64 * 64)  # 10 GiB per 64x64 of what is computed at once
+
+    monkeypatch.setattr(memory, "simulated_peak_bytes", fake)
+    with pytest.raises(ValueError, match="too little memory .* needs 10.00 GB"):
+        memory.plan(16, 4, 270, 480, torch.float32, 1.0, config={"base_channels": 16})
+    assert calls == [(270, 480, None), (64, 64, None)]

@@ -112,6 +112,10 @@ def plan(base_channels: int, temporal: int, height: int, width: int, dtype: torc
             else:
                 high = mid - 1
         return Plan(low, None, None, cost(low, height, width) / 1024 ** 3)
+    floor = cost(1, min(64, height), min(64, width))  # one smallest tile alone: no tiled run needs less
+    if floor > budget:  # refuse at once (simulating a whole frame of 64x64 tiles takes minutes at 270x480)
+        raise ValueError(f"{budget_gb} GB is too little memory for this model (one 64x64 tile needs "
+                         f"{floor / 1024 ** 3:.2f} GB)")
     sizes, tile = [], (max(height, width) // 8) * 8  # candidate tiles, largest first
     while tile >= 64:
         sizes.append(tile)
