@@ -127,7 +127,8 @@ def plan(base_channels: int, temporal: int, height: int, width: int, dtype: torc
             return overlap, cost(1, min(tile, height), min(tile, width))
         return overlap, cost(1, height, width, tile, overlap)  # the whole frame, its tiles one after the other
 
-    if sizes and tiled(sizes[-1])[1] <= budget:  # the smallest fits: bisect for the largest that does
+    smallest = tiled(sizes[-1])[1] if sizes else floor
+    if smallest <= budget:  # the smallest fits: bisect for the largest that does
         low, high = len(sizes) - 1, 0
         while low > high:
             mid = (low + high) // 2
@@ -137,5 +138,5 @@ def plan(base_channels: int, temporal: int, height: int, width: int, dtype: torc
                 high = mid + 1
         overlap, c = tiled(sizes[low])
         return Plan(1, sizes[low], overlap, c / 1024 ** 3)
-    raise ValueError(f"{budget_gb} GB is too little memory for this model (one 64x64 tile needs "
-                     f"{cost(1, 64, 64) / 1024 ** 3:.2f} GB)")
+    raise ValueError(f"{budget_gb} GB is too little memory for this model (the smallest tiles, 64x64, need "
+                     f"{smallest / 1024 ** 3:.2f} GB for {height}x{width} frames)")
