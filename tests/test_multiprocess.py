@@ -39,7 +39,8 @@ SAMPLE = ["--prompt", "a cat", "--frames", "5", "--height", "48", "--width", "48
           "--quiet", "--device", "cpu", "--fps", "8", "--seed", "3"]
 ENCODE = ["--model", VAE, "--frames", "5", "--size", "32x32", "--quiet"]
 INPUTS = ("a.mp4", "b.mp4", "c.mp4")
-# 68 latent frames: rank 1 owns latents 34..67 and warms up from latent 2 (halo 32); --lossless: frames compared
+# 68 latent frames: rank 0 decodes latents 0..50, rank 1 owns 50..67 after a warm-up from latent 18 (halo 32);
+# --lossless: the frames are compared
 DECODE = ["--model", VAE, "--device", "cpu", "--quiet", "--lossless"]
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 STEPS, CKPT_STEP = 4, 2

@@ -70,8 +70,8 @@ def whole():
 @pytest.mark.parametrize("split", [{"world": 2}, {"ranges": [(0, 34), (34, 46)]},
                                    {"ranges": [(0, 1), (1, 40), (40, 42), (42, 46)]}])
 def test_slices_equal_the_whole_decode(whole, split):
-    """Even and uneven splits, slices of one latent frame, warm-ups starting at latent 0 and later (2, 8, 10): each
-    slice is its frames of the whole decode, and the slices tile the video."""
+    """The balanced split (latents 0..38 and 39..45), uneven ones, slices of one latent frame, warm-ups starting at
+    latent 0 and later (2, 7, 8, 10): each slice is its frames of the whole decode, and the slices tile the video."""
     vae, z, video = whole
     parts = plan_time_split(vae.config, z.shape[2], halo=None, **split)
     assert parts[0].frames[0] == 0 and parts[-1].frames[1] == video.shape[2]
@@ -80,8 +80,10 @@ def test_slices_equal_the_whole_decode(whole, split):
         out = decode_time_slice(vae, z, part, latent_chunk=3)
         assert out.shape[2] == part.num_frames
         assert (out - video[:, :, part.frames[0]:part.frames[1]]).abs().max() <= 1e-5, part
-    if "ranges" in split:
-        assert [p.decoded[0] for p in parts[1:]] == [max(0, s - 32) for s, _ in split["ranges"][1:]]
+    assert [p.decoded[0] for p in parts[1:]] == [max(0, p.latents[0] - 32) for p in parts[1:]]
+    assert [p.decoded[1] for p in parts] == [min(46, p.latents[1] + 1) for p in parts]
+    if "world" in split:
+        assert [p.latents for p in parts] == [(0, 39), (39, 46)]
 
 
 def test_a_short_halo_is_not_exact(whole):
@@ -96,7 +98,10 @@ def test_a_short_halo_is_not_exact(whole):
 
 def test_frame_bookkeeping_and_refusals():
     assert [video_frame(k, 4) for k in (0, 1, 2, 10)] == [0, 1, 5, 37]
-    assert split_latents(7, 3) == [(0, 2), (2, 4), (4, 7)]
+    assert split_latents(7, 3) == [(0, 3), (3, 5), (5, 7)]
+    assert split_latents(68, 2, halo=32) == [(0, 50), (50, 68)]  # both decode 50 latent frames
+    assert split_latents(46, 3, halo=32) == [(0, 37), (37, 41), (41, 46)]  # 37 each (+1 look-ahead)
+    assert split_latents(5, 3, halo=32) == [(0, 3), (3, 4), (4, 5)]  # every process keeps one frame
     with pytest.raises(ValueError, match="use at most 2 processes"):
         split_latents(2, 3)
     with pytest.raises(ValueError, match="groupnorm WF-VAE cannot be split in time"):

@@ -17,9 +17,10 @@ Started by ``torchrun`` (``WORLD_SIZE`` > 1), process ``RANK`` takes inputs ``RA
 ``cuda:LOCAL_RANK`` when the device is CUDA); no communication is needed, and each file's output is exactly what
 one process would write. ``decode`` of ONE latents file under ``torchrun`` splits the video in time instead: each
 process decodes its consecutive share of the latent frames after a warm-up halo of the decoder's temporal receptive
-field (32 latent frames for the released models, decoded and discarded), process 0 writes the file and receives
-the others' frames in order (gloo); the file equals the one-process file (:mod:`wfvae.inference.time_split`). Space
-is not split exactly (the per-frame attention sees whole frames: tiles approximate); GroupNorm models are refused.
+field (32 latent frames for the released models, decoded and discarded; process 0, which needs none, gets 32 more
+frames); process 0 writes the file, receiving the others' frames in order (gloo), and the file equals the
+one-process file (:mod:`wfvae.inference.time_split`). Space is not split exactly (the per-frame attention sees
+whole frames: tiles approximate); GroupNorm models are refused.
 
 An existing output is kept unless --overwrite is given; outputs appear only when complete. Bad input gives one
 ``error:`` line and exit code 2 (set WFVAE_TRACEBACK=1 for the traceback).

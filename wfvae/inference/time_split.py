@@ -113,38 +113,44 @@ class TimeSlice:
         return self.frames[1] - self.frames[0]
 
 
-def split_latents(num_latent: int, world: int) -> List[Tuple[int, int]]:
-    """``world`` consecutive latent ranges covering ``[0, num_latent)``, sizes differing by at most one."""
+def split_latents(num_latent: int, world: int, halo: int = 0) -> List[Tuple[int, int]]:
+    """``world`` consecutive non-empty latent ranges covering ``[0, num_latent)`` such that every process decodes
+    about as many latent frames: the first range, which needs no warm-up, is ``halo`` frames longer than the others
+    (as far as they keep one frame each), which differ by at most one."""
     if world < 1:
         raise ValueError(f"the number of processes must be >= 1, got {world}")
     if world > num_latent:
         raise ValueError(f"{world} processes for {num_latent} latent frames: each process needs at least one; use at "
                          f"most {num_latent} processes")
-    bounds = [num_latent * r // world for r in range(world + 1)]
+    if world == 1:
+        return [(0, num_latent)]
+    first = min(num_latent - (world - 1), -(-(num_latent + (world - 1) * halo) // world))
+    rest = num_latent - first
+    bounds = [0] + [first + rest * r // (world - 1) for r in range(world)]
     return list(zip(bounds[:-1], bounds[1:]))
 
 
 def plan_time_split(cfg, num_latent: int, world: Optional[int] = None,
                     ranges: Optional[List[Tuple[int, int]]] = None, halo: Optional[int] = None) -> List[TimeSlice]:
-    """The slices of a time split of ``num_latent`` latent frames: ``world`` even ones, or explicit consecutive
-    ``ranges`` ``[(0, e0), (e0, e1), ..., (., num_latent)]``. ``halo`` (default: :func:`decoder_reach`'s ``back``,
+    """The slices of a time split of ``num_latent`` latent frames: ``world`` of them balanced by
+    :func:`split_latents`, or explicit consecutive ``ranges`` ``[(0, e0), (e0, e1), ..., (., num_latent)]``. ``halo`` (default: :func:`decoder_reach`'s ``back``,
     the smallest exact one) is how many latent frames before its own a slice decodes and discards; a smaller one
     is accepted (for measurements) but its slices are not exact. ValueError for a GroupNorm model, an empty range
     or more processes than latent frames."""
     check_splittable(cfg)
     if (world is None) == (ranges is None):
-        raise ValueError("give either world (an even split) or ranges (explicit latent ranges)")
-    if ranges is None:
-        ranges = split_latents(num_latent, world)
-    ranges = [(int(s), int(e)) for s, e in ranges]
-    starts = [0] + [e for _, e in ranges[:-1]]
-    if [s for s, _ in ranges] != starts or ranges[-1][1] != num_latent or any(e <= s for s, e in ranges):
-        raise ValueError(f"latent ranges {ranges} must be non-empty and cover [0, {num_latent}) in order")
+        raise ValueError("give either world (a balanced split) or ranges (explicit latent ranges)")
     back, ahead = decoder_reach(cfg)
     halo = back if halo is None else halo
     if halo < 1:
         raise ValueError(f"halo must be >= 1 latent frame (a fresh stream's first frames stand for video frames "
                          f"f*a onwards), got {halo}")
+    if ranges is None:
+        ranges = split_latents(num_latent, world, halo)
+    ranges = [(int(s), int(e)) for s, e in ranges]
+    starts = [0] + [e for _, e in ranges[:-1]]
+    if [s for s, _ in ranges] != starts or ranges[-1][1] != num_latent or any(e <= s for s, e in ranges):
+        raise ValueError(f"latent ranges {ranges} must be non-empty and cover [0, {num_latent}) in order")
     f = temporal_compression(cfg)
     return [TimeSlice(rank, (s, e), (video_frame(s, f), video_frame(e, f)),
                       (max(0, s - halo), min(num_latent, e + ahead)), f)
