@@ -14,7 +14,7 @@ second process), their resumes under ``torchrun --nproc_per_node 2``. One combin
 Sampling and the codec under ``torchrun --nproc_per_node 2``: sequence parallelism equals one process for the tiny
 denoiser with dense and Skiparse blocks on a token count that 2 does not divide (with latent and text masks and
 controller residuals) and for a whole sampling through ``python -m opensora.cli``; ``python -m wfvae.cli encode``
-splits a list of inputs over the processes.
+splits a list of inputs over the processes; ``python -m wfvae.cli decode`` of one latents file splits its time.
 
 Process start-up (torch, Lightning, diffusers imports) costs more than these checks, so they share two launches
 (module-scoped fixture :func:`launched`): tests/mp_driver.py runs several jobs in the same processes, first both
@@ -233,7 +233,7 @@ class Launched:
 def launched(tmp_path_factory):
     """Launch 1 (``python mp_driver.py``, Lightning starts the second process): both trainers' first runs.
     Launch 2 (``torchrun``): the sequence-parallel model cases, ``python -m opensora.cli`` sampling and
-    ``python -m wfvae.cli encode`` of 3 inputs, then both trainers' resumes. A failed launch is reported by the tests
+    ``python -m wfvae.cli encode`` of 3 inputs, ``decode`` of one long latents file, then both trainers' resumes. A failed launch is reported by the tests
     whose jobs did not run (jobs that ran keep their records)."""
     from test_pipeline import make_pipeline_folder
 
