@@ -14,7 +14,7 @@ second process), their resumes under ``torchrun --nproc_per_node 2``. One combin
 Sampling and the codec under ``torchrun --nproc_per_node 2``: sequence parallelism equals one process for the tiny
 denoiser with dense and Skiparse blocks on a token count that 2 does not divide (with latent and text masks and
 controller residuals) and for a whole sampling through ``python -m opensora.cli``; ``python -m wfvae.cli encode``
-splits a list of inputs over the processes.
+splits a list of inputs over the processes; ``python -m wfvae.cli decode`` of one latents file splits its time.
 
 Process start-up (torch, Lightning, diffusers imports) costs more than these checks, so they share two launches
 (module-scoped fixture :func:`launched`): tests/mp_driver.py runs several jobs in the same processes, first both
@@ -39,6 +39,9 @@ SAMPLE = ["--prompt", "a cat", "--frames", "5", "--height", "48", "--width", "48
           "--quiet", "--device", "cpu", "--fps", "8", "--seed", "3"]
 ENCODE = ["--model", VAE, "--frames", "5", "--size", "32x32", "--quiet"]
 INPUTS = ("a.mp4", "b.mp4", "c.mp4")
+# 68 latent frames: rank 0 decodes latents 0..50, rank 1 owns 50..67 after a warm-up from latent 18 (halo 32);
+# --lossless: the frames are compared
+DECODE = ["--model", VAE, "--device", "cpu", "--quiet", "--lossless"]
 DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp"]
 STEPS, CKPT_STEP = 4, 2
 
@@ -196,6 +199,18 @@ def denoiser_configs(folder):
             ["fit", "--config", resumed, *DDP, "--ckpt_path", folder / "ckpt" / f"step={CKPT_STEP}.ckpt"])
 
 
+def long_latents(path):
+    """A latents file of the test VAE: 68 random latent frames at 1x2 for a 267-frame 8x14 video (2 frames trimmed)."""
+    from safetensors.torch import save_file
+
+    from wfvae import WFVAE
+    from wfvae.io.latents_file import latents_metadata
+
+    vae = WFVAE.from_pretrained(VAE)
+    z = torch.randn(1, vae.config.latent_dim, 68, 1, 2, generator=torch.Generator().manual_seed(0))
+    save_file({"latents": z}, str(path), metadata=latents_metadata(vae, 267, 8, 14, 8.0))
+
+
 class Launched:
     """The folder of the two launches and each job's per-rank records (``<job>-rank<r>.json``, tests/mp_driver.py)."""
 
@@ -218,7 +233,7 @@ class Launched:
 def launched(tmp_path_factory):
     """Launch 1 (``python mp_driver.py``, Lightning starts the second process): both trainers' first runs.
     Launch 2 (``torchrun``): the sequence-parallel model cases, ``python -m opensora.cli`` sampling and
-    ``python -m wfvae.cli encode`` of 3 inputs, then both trainers' resumes. A failed launch is reported by the tests
+    ``python -m wfvae.cli encode`` of 3 inputs, ``decode`` of one long latents file, then both trainers' resumes. A failed launch is reported by the tests
     whose jobs did not run (jobs that ran keep their records)."""
     from test_pipeline import make_pipeline_folder
 
@@ -229,6 +244,7 @@ def launched(tmp_path_factory):
         (root / folder).mkdir()
     for name in INPUTS:
         shutil.copy(CLIP, root / "in" / name)
+    long_latents(root / "long.safetensors")
     first = [{"name": "vae_first", "train": vae[0]}, {"name": "denoiser_first", "train": denoiser[0]}]
     second = [{"name": "sequence_parallel", "sequence_parallel": True},
               {"name": "sample", "module": "opensora.cli",
@@ -236,6 +252,8 @@ def launched(tmp_path_factory):
                         "--save-latents", root / "two" / "z.safetensors"]},
               {"name": "encode", "module": "wfvae.cli",
                "argv": ["encode", *[root / "in" / n for n in INPUTS], root / "lat", *ENCODE, "--device", "cpu"]},
+              {"name": "decode_split", "module": "wfvae.cli",
+               "argv": ["decode", root / "long.safetensors", root / "split.mp4", *DECODE]},
               {"name": "vae_resumed", "train": vae[1]}, {"name": "denoiser_resumed", "train": denoiser[1]}]
     failures = []
     for name, jobs, torchrun in (("first", first, 0), ("second", second, 2)):
@@ -319,3 +337,18 @@ def test_torchrun_encodes_a_list_across_two_processes(launched, tmp_path):
     single = tmp_path / "c.safetensors"
     assert main(["encode", str(root / "in" / "c.mp4"), str(single), *ENCODE]) == 0
     assert torch.equal(read_latents(str(root / "lat" / "c.safetensors"), vae)[0], read_latents(str(single), vae)[0])
+
+
+def test_torchrun_decodes_one_video_split_in_time(launched, tmp_path):
+    """``torchrun --nproc_per_node 2 -m wfvae.cli decode long.safetensors split.mp4``: each rank decodes half of the
+    video's time (rank 1 after a warm-up halo), rank 0 writes: the frames one process writes."""
+    from wfvae.cli import main
+    from wfvae.io.video import read_video
+
+    root = launched.root
+    assert "time split: 2 processes, warm-up halo 32 latent frames" in launched.job("decode_split")[0]["stderr"]
+    single = tmp_path / "one.mp4"
+    assert main(["decode", str(root / "long.safetensors"), str(single), *DECODE]) == 0
+    one, two = read_video(str(single)), read_video(str(root / "split.mp4"))
+    assert one.shape == two.shape == (3, 267, 8, 14) and one.std() > 0.01
+    assert torch.equal(one, two)

@@ -5,6 +5,7 @@
     wfvae decode latents.safetensors out.mp4 --model DIR
     wfvae reconstruct a.mp4 b.mp4 c.mp4 out_dir/      # several inputs: OUTPUT is a folder (names from inputs)
     torchrun --nproc_per_node 4 -m wfvae.cli encode videos/*.mp4 latents/   # files split across processes
+    torchrun --nproc_per_node 4 -m wfvae.cli decode long.safetensors long.mp4  # one video split in time
 
 Frames stream from the reader through the encoder and decoder to the writer; memory stays bounded whatever
 the video length. Any frame count and size works: the video is padded to 1 + 4n frames (repeating the last)
@@ -14,8 +15,12 @@ A still image (jpg, png, webp, bmp) is a one-frame video (written at --fps, defa
 Several inputs are done one after the other with the model loaded once, each into ``OUTPUT/<input name><suffix>``.
 Started by ``torchrun`` (``WORLD_SIZE`` > 1), process ``RANK`` takes inputs ``RANK, RANK + WORLD_SIZE, ...`` (on
 ``cuda:LOCAL_RANK`` when the device is CUDA); no communication is needed, and each file's output is exactly what
-one process would write. One video is not split across processes: the causal cache makes its chunks sequential (a
-split in time would need each process to re-run a warm-up halo of the decoder's temporal receptive field).
+one process would write. ``decode`` of ONE latents file under ``torchrun`` splits the video in time instead: each
+process decodes its consecutive share of the latent frames after a warm-up halo of the decoder's temporal receptive
+field (32 latent frames for the released models, decoded and discarded; process 0, which needs none, gets 32 more
+frames); process 0 writes the file, receiving the others' frames in order (gloo), and the file equals the
+one-process file (:mod:`wfvae.inference.time_split`). Space is not split exactly (the per-frame attention sees
+whole frames: tiles approximate); GroupNorm models are refused.
 
 An existing output is kept unless --overwrite is given; outputs appear only when complete. Bad input gives one
 ``error:`` line and exit code 2 (set WFVAE_TRACEBACK=1 for the traceback).
@@ -371,6 +376,79 @@ def cmd_decode(args) -> None:
     print(f"{args.output}: {num_frames} frames {h}x{w} @ {fps:g} fps")
 
 
+def cmd_decode_split(args, rank: int, world: int) -> None:
+    """``torchrun --nproc_per_node N -m wfvae.cli decode LATENTS OUT``: process ``rank`` decodes its share of the
+    video's time (:mod:`wfvae.inference.time_split`: its latent frames after a discarded warm-up halo) while the
+    others decode theirs; process 0 writes its frames, then receives the others' in order
+    (:mod:`wfvae.inference.frame_relay`). The file is the one a single process writes."""
+    if not os.path.isfile(args.input):
+        raise UsageError(f"latents file not found: {args.input}")
+    import torch.distributed as dist
+
+    from wfvae.inference.frame_relay import FrameSpool, all_ok, receive_frames, send_frames
+    from wfvae.inference.time_split import iter_time_slice, plan_time_split
+    from wfvae.io.frames import to_tensor, to_uint8
+    from wfvae.io.video import VideoWriter
+
+    outputs, model, device, dtype = _start(args, VIDEO_SUFFIXES)
+    vae = _load_model(model, device, dtype)
+    latents, meta = read_latents(args.input, vae)
+    num_frames, h, w, fps = int(meta["num_frames"]), int(meta["height"]), int(meta["width"]), float(meta["fps"])
+    try:
+        parts = plan_time_split(vae.config, latents.shape[2], world=world)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    k, tile, overlap, _ = _plan(args, vae, latents.shape[3] * 8, latents.shape[4] * 8, latents.shape[2], "decode")
+    own = [max(0, min(p.frames[1], num_frames) - p.frames[0]) for p in parts]  # frames after trimming
+    trim = _Trim(own[rank], h, w)
+    mine = (trim(x) for x in iter_time_slice(vae, latents, parts[rank], k, tile, overlap))
+    created = not dist.is_initialized()
+    if created:
+        dist.init_process_group("gloo")
+    try:
+        if rank == 0:
+            print(f"time split: {world} processes, warm-up halo {parts[-1].latents[0] - parts[-1].decoded[0]} latent "
+                  f"frames", file=sys.stderr)
+            outputs.make_parent(args.output)
+            with VideoWriter(args.output, fps=fps, crf=args.crf, lossless=args.lossless) as writer, \
+                    _progress(num_frames, args.quiet, "decode") as bar:
+
+                def write_mine():
+                    for frames in mine:
+                        writer.write(frames)
+                        bar.update(frames.shape[1])
+
+                _all_or_none(write_mine, all_ok)
+                for p in parts[1:]:
+                    for frames in receive_frames(p.rank, own[p.rank], (h, w)):
+                        writer.write(to_tensor(frames))
+                        bar.update(frames.shape[0])
+            print(f"{args.output}: {num_frames} frames {h}x{w} @ {fps:g} fps")
+        else:
+            with FrameSpool() as spool:
+
+                def spool_mine():
+                    for frames in mine:
+                        spool.write(to_uint8(frames))
+
+                _all_or_none(spool_mine, all_ok)
+                send_frames(spool, dst=0)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _all_or_none(work, all_ok) -> None:
+    """Runs ``work``, then learns from every process whether all of theirs succeeded (raises if not)."""
+    try:
+        work()
+    except Exception:
+        all_ok(False)
+        raise
+    if not all_ok(True):
+        raise UsageError("another process failed (its error is above); nothing was written")
+
+
 # ---------------------------------------------------------------------------------------------- several inputs
 SUFFIX = {"reconstruct": ".mp4", "encode": ".safetensors", "decode": ".mp4"}
 
@@ -409,6 +487,9 @@ def _main(argv) -> None:
     command = {"reconstruct": cmd_reconstruct, "encode": cmd_encode, "decode": cmd_decode}[args.command]
     jobs = _jobs(args)
     rank, world = _launch()
+    if args.command == "decode" and len(jobs) == 1 and world > 1:
+        inp, out = jobs[0]  # one video: split in time
+        return cmd_decode_split(argparse.Namespace(**{**vars(args), "input": inp, "output": out}), rank, world)
     mine = jobs[rank::world]
     if len(jobs) > 1:  # every output is checked before any work (an existing one needs --overwrite)
         model = _model_path(args)
