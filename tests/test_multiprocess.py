@@ -43,9 +43,10 @@ DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.stra
 STEPS, CKPT_STEP = 4, 2
 
 
-def write_config(src, folder, tag, poison_step=None, checkpoints=True, **edit):
+def write_config(src, folder, tag, poison_step=None, checkpoints=True, probe=True, **edit):
     """The tiny config ``src`` with its run folders in ``folder``, a checkpoint every 2 steps (or none), the probe
-    callback (records of run ``tag``) and the ``edit`` values (``section.key`` -> value)."""
+    callback (records of run ``tag``; ``probe=False``: only each step's loss, ``mp_driver.StepLosses``) and the
+    ``edit`` values (``section.key`` -> value)."""
     with open(os.path.join(ROOT, "configs", src)) as fh:
         cfg = yaml.safe_load(fh)
     trainer = cfg["trainer"]
@@ -57,8 +58,11 @@ def write_config(src, folder, tag, poison_step=None, checkpoints=True, **edit):
                           "init_args": {"dirpath": str(folder / "ckpt"), "filename": "{step}", "save_top_k": -1,
                                         "every_n_train_steps": CKPT_STEP}})
     trainer["enable_checkpointing"] = checkpoints
-    callbacks.append({"class_path": "mp_probe.Probe",
-                      "init_args": {"out": str(folder / "probe"), "tag": tag, "poison_step": poison_step}})
+    if probe:
+        callbacks.append({"class_path": "mp_probe.Probe",
+                          "init_args": {"out": str(folder / "probe"), "tag": tag, "poison_step": poison_step}})
+    else:
+        callbacks.append({"class_path": "mp_driver.StepLosses", "init_args": {"out": str(folder / "losses"), "tag": tag}})
     trainer["callbacks"] = callbacks
     for dotted, value in edit.items():
         section, key = dotted.split(".")
@@ -196,6 +200,26 @@ def denoiser_configs(folder):
             ["fit", "--config", resumed, *DDP, "--ckpt_path", folder / "ckpt" / f"step={CKPT_STEP}.ckpt"])
 
 
+FSDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "--trainer.strategy.class_path", "lightning.pytorch.strategies.ModelParallelStrategy"]
+
+
+def fsdp_configs(folder):
+    """The denoiser's run under DDP (the reference) and under FSDP2 (``ModelParallelStrategy``, one-file
+    checkpoints), the same config otherwise (the global-norm clipping rule); and the FSDP run resumed from its step-2
+    checkpoint, writing a sharded (folder) checkpoint at step 4."""
+    for name in ("", "ddp", "fsdp", "resumed"):
+        (folder / name).mkdir()
+    edit = {"data.data": str(tiny_annotations(folder)), "data.val_data": None, "data.batch_size": 2,
+            "data.caption_dropout": 0.0, "model.vae": VAE, "model.export_dir": None}
+    ddp = write_config("opensora/tiny.yaml", folder / "ddp", "ddp", probe=False, **edit)
+    fsdp = write_config("opensora/tiny.yaml", folder / "fsdp", "fsdp", probe=False, **edit)
+    resumed = write_config("opensora/tiny.yaml", folder / "resumed", "resumed", probe=False, **edit)
+    single_file = ["--trainer.strategy.init_args.save_distributed_checkpoint", "false"]
+    return (["fit", "--config", ddp, *DDP], ["fit", "--config", fsdp, *FSDP, *single_file],
+            ["fit", "--config", resumed, *FSDP, "--ckpt_path", folder / "fsdp" / "ckpt" / f"step={CKPT_STEP}.ckpt"])
+
+
 class Launched:
     """The folder of the two launches and each job's per-rank records (``<job>-rank<r>.json``, tests/mp_driver.py)."""
 
@@ -229,14 +253,17 @@ def launched(tmp_path_factory):
         (root / folder).mkdir()
     for name in INPUTS:
         shutil.copy(CLIP, root / "in" / name)
-    first = [{"name": "vae_first", "train": vae[0]}, {"name": "denoiser_first", "train": denoiser[0]}]
+    fsdp = fsdp_configs(root / "fsdp")
+    first = [{"name": "vae_first", "train": vae[0]}, {"name": "denoiser_first", "train": denoiser[0]},
+             {"name": "fsdp_ddp", "train": fsdp[0]}, {"name": "fsdp_first", "train": fsdp[1]}]
     second = [{"name": "sequence_parallel", "sequence_parallel": True},
               {"name": "sample", "module": "opensora.cli",
                "argv": [*SAMPLE, "--model", models, "--output", root / "two" / "cat.mp4",
                         "--save-latents", root / "two" / "z.safetensors"]},
               {"name": "encode", "module": "wfvae.cli",
                "argv": ["encode", *[root / "in" / n for n in INPUTS], root / "lat", *ENCODE, "--device", "cpu"]},
-              {"name": "vae_resumed", "train": vae[1]}, {"name": "denoiser_resumed", "train": denoiser[1]}]
+              {"name": "vae_resumed", "train": vae[1]}, {"name": "denoiser_resumed", "train": denoiser[1]},
+              {"name": "fsdp_resumed", "train": fsdp[2]}]
     failures = []
     for name, jobs, torchrun in (("first", first, 0), ("second", second, 2)):
         for job in jobs:
@@ -319,3 +346,66 @@ def test_torchrun_encodes_a_list_across_two_processes(launched, tmp_path):
     single = tmp_path / "c.safetensors"
     assert main(["encode", str(root / "in" / "c.mp4"), str(single), *ENCODE]) == 0
     assert torch.equal(read_latents(str(root / "lat" / "c.safetensors"), vae)[0], read_latents(str(single), vae)[0])
+
+
+def read_losses(folder, tag):
+    """``[{step: record}]`` per rank of a run with ``mp_driver.StepLosses``."""
+    return [read(folder / "losses", tag, rank) for rank in (0, 1)]
+
+
+def test_fsdp_training_equals_ddp(launched, tmp_path):
+    """FSDP2 (``ModelParallelStrategy``, gloo) runs DDP's steps: the same losses on each rank, the same weights, EMA,
+    clipping statistics and AdamW state at every checkpoint; resumed from its one-file checkpoint it continues
+    exactly (writing a sharded folder checkpoint); ``export`` of either gives the EMA denoiser in the release layout."""
+    from opensora.models import OpenSoraT2V
+    from opensora.training.offline import main as training_cli
+    from opensora.training.sharding import read_checkpoint
+
+    for job in ("fsdp_ddp", "fsdp_first", "fsdp_resumed"):
+        launched.job(job)
+    folder = launched.root / "fsdp"
+    ddp, fsdp, resumed = (read_losses(folder / tag, tag) for tag in ("ddp", "fsdp", "resumed"))
+    total = ddp[0][1]["numel"]
+    for rank in (0, 1):
+        assert sorted(ddp[rank]) == sorted(fsdp[rank]) == list(range(1, STEPS + 1))
+        assert sorted(resumed[rank]) == list(range(CKPT_STEP + 1, STEPS + 1))
+        for step in ddp[rank]:
+            a, b = ddp[rank][step], fsdp[rank][step]
+            assert abs(a["loss"] - b["loss"]) <= 1e-5 * max(1.0, abs(a["loss"])), (rank, step, a, b)
+            assert not a["sharded"] and a["numel"] == total
+            assert b["sharded"] and b["numel"] < total  # this rank holds its shards only
+            if step in resumed[rank]:
+                assert resumed[rank][step]["loss"] == b["loss"], (rank, step)
+    assert ddp[0][1]["loss"] != ddp[1][1]["loss"]  # the ranks trained on different samples
+    assert total <= fsdp[0][1]["numel"] + fsdp[1][1]["numel"] <= 1.05 * total  # the shards cover it (+ padding)
+
+    for step in (CKPT_STEP, STEPS):
+        ref, ours = (read_checkpoint(str(folder / tag / "ckpt" / f"step={step}.ckpt")) for tag in ("ddp", "fsdp"))
+        assert ours["global_step"] == ref["global_step"] == step
+        assert sorted(ours["state_dict"]) == sorted(ref["state_dict"])
+        assert any(k.startswith("ema.module.") for k in ours["state_dict"]) and not any(
+            k.startswith("vae.") for k in ours["state_dict"])
+        for key, value in ref["state_dict"].items():
+            assert torch.allclose(ours["state_dict"][key].float(), value.float(), rtol=0, atol=1e-5), (step, key)
+        clip = ours["callbacks"]["AdaptiveGradClip"], ref["callbacks"]["AdaptiveGradClip"]
+        assert clip[0]["count"] == clip[1]["count"] == step and abs(clip[0]["mean"] - clip[1]["mean"]) <= 1e-6
+        (opt,), (opt_ref,) = ours["optimizer_states"], ref["optimizer_states"]
+        assert sorted(opt["state"]) == sorted(opt_ref["state"])
+        for index, state in opt_ref["state"].items():
+            for name in ("exp_avg", "exp_avg_sq"):
+                assert torch.allclose(opt["state"][index][name], state[name], rtol=1e-5, atol=1e-8), (step, index)
+    first = read_checkpoint(str(folder / "fsdp" / "ckpt" / f"step={STEPS}.ckpt"))
+    shards = folder / "resumed" / "ckpt" / f"step={STEPS}.ckpt"
+    assert shards.is_dir() and len(list(shards.glob("*.distcp"))) == 2  # one file per rank
+    again = read_checkpoint(str(shards))
+    assert again["global_step"] == STEPS
+    for key, value in first["state_dict"].items():
+        assert torch.equal(again["state_dict"][key], value), key  # the resume continued exactly
+    weights = {}
+    for name, source in (("file", folder / "fsdp" / "ckpt" / f"step={STEPS}.ckpt"), ("folder", shards)):
+        assert training_cli(["export", str(source), str(tmp_path / name)]) == 0
+        weights[name] = OpenSoraT2V.from_pretrained(str(tmp_path / name)).state_dict()
+    ema = {k[len("ema.module."):]: v for k, v in first["state_dict"].items() if k.startswith("ema.module.")}
+    assert sorted(weights["file"]) == sorted(ema)
+    for key, value in ema.items():
+        assert torch.equal(weights["file"][key], value) and torch.equal(weights["folder"][key], value), key

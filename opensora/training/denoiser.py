@@ -47,6 +47,7 @@ from opensora.pipelines.defaults import resolve_location
 from opensora.models.diffusers_glue import LORA_TARGETS, lora_config, save_lora_weights
 from opensora.models.inpaint import load_denoiser, read_denoiser_config
 from opensora.training.objectives import v_prediction
+from opensora.training.sharding import full_state_dict, is_sharded, shard_denoiser
 
 FROZEN_PREFIXES = ("vae.",)
 
@@ -210,6 +211,13 @@ class DenoiserTraining(L.LightningModule):
                 frozen.eval()
         return self
 
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy`` (a device mesh): FSDP2 on the denoiser and its EMA copy
+        (:func:`opensora.training.sharding.shard_denoiser`); otherwise (one process, DDP) nothing."""
+        mesh = self.device_mesh
+        if mesh is not None and not is_sharded(self.model):
+            shard_denoiser(self.model, self.ema, mesh)
+
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
@@ -234,11 +242,21 @@ class DenoiserTraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_train_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
+        if not self.hparams.export_dir:
+            return
+        network = self.ema.module if self.ema else self.model
+        if is_sharded(network):  # FSDP: gather the full weights (every rank), rank 0 writes them
+            from opensora.training.offline import write_release
+
+            state = full_state_dict(network)
+            if self.trainer.is_global_zero:
+                write_release(dict(self.hparams), state, self.hparams.export_dir,
+                              lora=self.hparams.get("lora_rank") is not None)
+        elif self.trainer.is_global_zero:
             if self.hparams.get("lora_rank") is not None:
-                save_lora_weights(self.ema.module if self.ema else self.model, self.hparams.export_dir)
+                save_lora_weights(network, self.hparams.export_dir)
             else:
-                (self.ema.module if self.ema else self.model).save_pretrained(self.hparams.export_dir)
+                network.save_pretrained(self.hparams.export_dir)
 
     # ------------------------------------------------------------------ batch preparation
     @torch.no_grad()
