@@ -35,6 +35,7 @@ from typing import Any, Dict, Literal, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
+from torch.distributed.tensor import DTensor
 
 from wfvae.training.ema import ema_copy
 from wfvae.training.resume import step_rng, training_step_seed
@@ -201,7 +202,7 @@ class DenoiserTraining(L.LightningModule):
         self._null_caption = None
         self.scheduler = training_scheduler()
         self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
-        self.strict_loading = False  # checkpoints leave the VAE out
+        self.strict_loading = False  # one-file checkpoints leave the VAE out
 
     # ------------------------------------------------------------------ frozen parts, EMA, optimiser
     def train(self, mode: bool = True) -> "DenoiserTraining":
@@ -220,6 +221,8 @@ class DenoiserTraining(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
+        if any(isinstance(v, DTensor) for v in state.values()):
+            return  # a sharded (folder) checkpoint: its loader needs every key of the module, frozen ones included
         for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
             del state[key]
 

@@ -18,7 +18,8 @@ that is plain FSDP over all its processes. Every rank reads its own batches (the
 
 The frozen parts (VAE, text encoder) are not sharded: each rank keeps a full copy. Checkpoints with
 ``save_distributed_checkpoint: false`` are one file with the full weights (the DDP layout, read by ``python -m
-opensora.training export``); with ``true`` a folder of per-rank shards (:func:`read_checkpoint` reads both).
+opensora.training export``); with ``true`` (the strategy's default) a folder of per-rank shards, which also holds
+the frozen VAE (the strategy's sharded loader asks for every key of the module); :func:`read_checkpoint` reads both.
 """
 from __future__ import annotations
 
