@@ -25,6 +25,7 @@ import json
 import os
 import runpy
 import sys
+import time
 
 import lightning as L
 
@@ -92,7 +93,7 @@ class StepLosses(L.Callback):
         with open(os.path.join(self.out, f"{self.tag}-rank{trainer.global_rank}.jsonl"), "a") as fh:
             params = list(pl_module.model.parameters())
             local = [p.to_local() if hasattr(p, "to_local") else p for p in params]
-            fh.write(json.dumps({"step": trainer.global_step, "loss": float(outputs["loss"]),
+            fh.write(json.dumps({"step": trainer.global_step, "loss": float(outputs["loss"]), "time": time.time(),
                                  "numel": sum(t.numel() for t in local),
                                  "sharded": any(hasattr(p, "to_local") for p in params)}) + "\n")
 

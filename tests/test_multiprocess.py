@@ -9,7 +9,10 @@ second process), their resumes under ``torchrun --nproc_per_node 2``. One combin
   0) hold exactly those weights;
 * (denoiser) ``AdaptiveGradClip(per_rank=True)`` zeroes the rank whose gradient is NaN: the gradient applied on both
   ranks is the normal rank's own, bit for bit, and nothing becomes NaN;
-* a run resumed under DDP from a mid-epoch checkpoint continues exactly (same batches, same weights).
+* a run resumed under DDP from a mid-epoch checkpoint continues exactly (same batches, same weights);
+* (denoiser) FSDP2 through ``ModelParallelStrategy`` runs the steps of the same run under DDP (losses, weights, EMA,
+  clipping and AdamW state), resumes exactly from its sharded folder checkpoint, and ``export`` reads its
+  checkpoints.
 
 Sampling and the codec under ``torchrun --nproc_per_node 2``: sequence parallelism equals one process for the tiny
 denoiser with dense and Skiparse blocks on a token count that 2 does not divide (with latent and text masks and
@@ -62,7 +65,8 @@ def write_config(src, folder, tag, poison_step=None, checkpoints=True, probe=Tru
         callbacks.append({"class_path": "mp_probe.Probe",
                           "init_args": {"out": str(folder / "probe"), "tag": tag, "poison_step": poison_step}})
     else:
-        callbacks.append({"class_path": "mp_driver.StepLosses", "init_args": {"out": str(folder / "losses"), "tag": tag}})
+        callbacks.append({"class_path": "mp_driver.StepLosses",
+                          "init_args": {"out": str(folder / "losses"), "tag": tag}})
     trainer["callbacks"] = callbacks
     for dotted, value in edit.items():
         section, key = dotted.split(".")

@@ -26,6 +26,8 @@ that step holds it), saved in checkpoints (restored on resume with the step and 
 and the data loader saves its place in the epoch. :func:`opensora.training.offline.write_latent_cache` precomputes
 latents and caption features for small GPUs. Adaptive gradient clipping is the
 :class:`opensora.training.grad_clip.AdaptiveGradClip` callback; bf16 is the Trainer's ``precision: bf16-mixed``.
+Under Lightning's ``ModelParallelStrategy`` :meth:`DenoiserTraining.configure_model` shards the denoiser and its EMA
+with FSDP2 (:mod:`opensora.training.sharding`); with one process or DDP it does nothing.
 Captions are encoded here (``text_encoder``), not in the data loaders.
 """
 from __future__ import annotations
