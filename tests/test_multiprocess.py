@@ -245,10 +245,10 @@ class Launched:
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
-    """Launch 1 (``python mp_driver.py``, Lightning starts the second process): both trainers' first runs.
-    Launch 2 (``torchrun``): the sequence-parallel model cases, ``python -m opensora.cli`` sampling and
-    ``python -m wfvae.cli encode`` of 3 inputs, then both trainers' resumes. A failed launch is reported by the tests
-    whose jobs did not run (jobs that ran keep their records)."""
+    """Launch 1 (``python mp_driver.py``, Lightning starts the second process): both trainers' first runs, then the
+    denoiser's DDP reference and FSDP runs. Launch 2 (``torchrun``): the sequence-parallel model cases, ``python -m
+    opensora.cli`` sampling and ``python -m wfvae.cli encode`` of 3 inputs, then both trainers' resumes and the FSDP
+    resume. A failed launch is reported by the tests whose jobs did not run (jobs that ran keep their records)."""
     from test_pipeline import make_pipeline_folder
 
     root = tmp_path_factory.mktemp("mp")
