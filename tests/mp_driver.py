@@ -11,6 +11,8 @@ of ``JOBS.json`` in order, each a dict with a ``name`` and one of:
   ``__main__``), its standard error captured;
 * ``"sequence_parallel": true``: the model cases of tests/mp_sequence_parallel.py.
 
+:class:`StepLosses` is a callback for runs that ``mp_probe.Probe`` cannot digest (FSDP: sharded weights).
+
 Jobs other than training set up the default process group (gloo) when nothing did. After each job every rank
 writes ``OUT/<name>-rank<r>.json`` (``{"code": exit status, "stderr": ...}``, or the model cases' results); the
 first job that does not exit 0 ends the script with its status (the other rank could wait in a collective).
@@ -23,6 +25,9 @@ import json
 import os
 import runpy
 import sys
+import time
+
+import lightning as L
 
 TRAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "train.py")
 
@@ -71,6 +76,26 @@ def run_job(job: dict) -> dict:
 
     process_group()
     return {"code": 0, "models": results()}
+
+
+class StepLosses(L.Callback):
+    """Every rank appends ``{"step": s, "loss": training loss, "numel": ..., "sharded": ...}`` to
+    ``<out>/<tag>-rank<r>.jsonl`` after each optimizer step (``mp_driver.StepLosses`` in a run's callbacks):
+    ``numel``, the number of elements of the denoiser's parameters that this rank holds (its shards under FSDP),
+    ``sharded`` whether they are ``DTensor`` shards. Unlike ``mp_probe.Probe`` it digests nothing that FSDP shards."""
+
+    def __init__(self, out: str, tag: str):
+        super().__init__()
+        self.out, self.tag = out, tag
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        os.makedirs(self.out, exist_ok=True)
+        with open(os.path.join(self.out, f"{self.tag}-rank{trainer.global_rank}.jsonl"), "a") as fh:
+            params = list(pl_module.model.parameters())
+            local = [p.to_local() if hasattr(p, "to_local") else p for p in params]
+            fh.write(json.dumps({"step": trainer.global_step, "loss": float(outputs["loss"]), "time": time.time(),
+                                 "numel": sum(t.numel() for t in local),
+                                 "sharded": any(hasattr(p, "to_local") for p in params)}) + "\n")
 
 
 def main(jobs_file: str, out: str) -> int:

@@ -9,7 +9,10 @@ second process), their resumes under ``torchrun --nproc_per_node 2``. One combin
   0) hold exactly those weights;
 * (denoiser) ``AdaptiveGradClip(per_rank=True)`` zeroes the rank whose gradient is NaN: the gradient applied on both
   ranks is the normal rank's own, bit for bit, and nothing becomes NaN;
-* a run resumed under DDP from a mid-epoch checkpoint continues exactly (same batches, same weights).
+* a run resumed under DDP from a mid-epoch checkpoint continues exactly (same batches, same weights);
+* (denoiser) FSDP2 through ``ModelParallelStrategy`` runs the steps of the same run under DDP (losses, weights, EMA,
+  clipping and AdamW state), resumes exactly from its sharded folder checkpoint, and ``export`` reads its
+  checkpoints.
 
 Sampling and the codec under ``torchrun --nproc_per_node 2``: sequence parallelism equals one process for the tiny
 denoiser with dense and Skiparse blocks on a token count that 2 does not divide (with latent and text masks and
@@ -46,9 +49,10 @@ DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.stra
 STEPS, CKPT_STEP = 4, 2
 
 
-def write_config(src, folder, tag, poison_step=None, checkpoints=True, **edit):
+def write_config(src, folder, tag, poison_step=None, checkpoints=True, probe=True, **edit):
     """The tiny config ``src`` with its run folders in ``folder``, a checkpoint every 2 steps (or none), the probe
-    callback (records of run ``tag``) and the ``edit`` values (``section.key`` -> value)."""
+    callback (records of run ``tag``; ``probe=False``: only each step's loss, ``mp_driver.StepLosses``) and the
+    ``edit`` values (``section.key`` -> value)."""
     with open(os.path.join(ROOT, "configs", src)) as fh:
         cfg = yaml.safe_load(fh)
     trainer = cfg["trainer"]
@@ -60,8 +64,12 @@ def write_config(src, folder, tag, poison_step=None, checkpoints=True, **edit):
                           "init_args": {"dirpath": str(folder / "ckpt"), "filename": "{step}", "save_top_k": -1,
                                         "every_n_train_steps": CKPT_STEP}})
     trainer["enable_checkpointing"] = checkpoints
-    callbacks.append({"class_path": "mp_probe.Probe",
-                      "init_args": {"out": str(folder / "probe"), "tag": tag, "poison_step": poison_step}})
+    if probe:
+        callbacks.append({"class_path": "mp_probe.Probe",
+                          "init_args": {"out": str(folder / "probe"), "tag": tag, "poison_step": poison_step}})
+    else:
+        callbacks.append({"class_path": "mp_driver.StepLosses",
+                          "init_args": {"out": str(folder / "losses"), "tag": tag}})
     trainer["callbacks"] = callbacks
     for dotted, value in edit.items():
         section, key = dotted.split(".")
@@ -211,6 +219,27 @@ def long_latents(path):
     save_file({"latents": z}, str(path), metadata=latents_metadata(vae, 267, 8, 14, 8.0))
 
 
+FSDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "--trainer.strategy.class_path", "lightning.pytorch.strategies.ModelParallelStrategy"]
+
+
+def fsdp_configs(folder):
+    """The denoiser's run under DDP (the reference) and under FSDP2 (``ModelParallelStrategy``, sharded folder
+    checkpoints), the same config otherwise (the global-norm clipping rule); and the FSDP run resumed from its
+    step-2 folder, writing a one-file checkpoint at step 4."""
+    for name in ("", "ddp", "fsdp", "resumed"):
+        (folder / name).mkdir()
+    edit = {"data.data": str(tiny_annotations(folder)), "data.val_data": None, "data.batch_size": 2,
+            "data.caption_dropout": 0.0, "model.vae": VAE, "model.export_dir": None}
+    ddp = write_config("opensora/tiny.yaml", folder / "ddp", "ddp", probe=False, **edit)
+    fsdp = write_config("opensora/tiny.yaml", folder / "fsdp", "fsdp", probe=False, **edit)
+    resumed = write_config("opensora/tiny.yaml", folder / "resumed", "resumed", probe=False, **edit)
+    single_file = ["--trainer.strategy.init_args.save_distributed_checkpoint", "false"]
+    return (["fit", "--config", ddp, *DDP], ["fit", "--config", fsdp, *FSDP],
+            ["fit", "--config", resumed, *FSDP, *single_file,
+             "--ckpt_path", folder / "fsdp" / "ckpt" / f"step={CKPT_STEP}.ckpt"])
+
+
 class Launched:
     """The folder of the two launches and each job's per-rank records (``<job>-rank<r>.json``, tests/mp_driver.py)."""
 
@@ -231,10 +260,11 @@ class Launched:
 
 @pytest.fixture(scope="module")
 def launched(tmp_path_factory):
-    """Launch 1 (``python mp_driver.py``, Lightning starts the second process): both trainers' first runs.
-    Launch 2 (``torchrun``): the sequence-parallel model cases, ``python -m opensora.cli`` sampling and
-    ``python -m wfvae.cli encode`` of 3 inputs, ``decode`` of one long latents file, then both trainers' resumes. A failed launch is reported by the tests
-    whose jobs did not run (jobs that ran keep their records)."""
+    """Launch 1 (``python mp_driver.py``, Lightning starts the second process): both trainers' first runs, then the
+    denoiser's DDP reference and FSDP runs. Launch 2 (``torchrun``): the sequence-parallel model cases, ``python -m
+    opensora.cli`` sampling, ``python -m wfvae.cli encode`` of 3 inputs and ``decode`` of one long latents file
+    (split in time), then both trainers' resumes and the FSDP resume. A failed launch is reported by the tests whose
+    jobs did not run (jobs that ran keep their records)."""
     from test_pipeline import make_pipeline_folder
 
     root = tmp_path_factory.mktemp("mp")
@@ -245,7 +275,9 @@ def launched(tmp_path_factory):
     for name in INPUTS:
         shutil.copy(CLIP, root / "in" / name)
     long_latents(root / "long.safetensors")
-    first = [{"name": "vae_first", "train": vae[0]}, {"name": "denoiser_first", "train": denoiser[0]}]
+    fsdp = fsdp_configs(root / "fsdp")
+    first = [{"name": "vae_first", "train": vae[0]}, {"name": "denoiser_first", "train": denoiser[0]},
+             {"name": "fsdp_ddp", "train": fsdp[0]}, {"name": "fsdp_first", "train": fsdp[1]}]
     second = [{"name": "sequence_parallel", "sequence_parallel": True},
               {"name": "sample", "module": "opensora.cli",
                "argv": [*SAMPLE, "--model", models, "--output", root / "two" / "cat.mp4",
@@ -254,7 +286,8 @@ def launched(tmp_path_factory):
                "argv": ["encode", *[root / "in" / n for n in INPUTS], root / "lat", *ENCODE, "--device", "cpu"]},
               {"name": "decode_split", "module": "wfvae.cli",
                "argv": ["decode", root / "long.safetensors", root / "split.mp4", *DECODE]},
-              {"name": "vae_resumed", "train": vae[1]}, {"name": "denoiser_resumed", "train": denoiser[1]}]
+              {"name": "vae_resumed", "train": vae[1]}, {"name": "denoiser_resumed", "train": denoiser[1]},
+              {"name": "fsdp_resumed", "train": fsdp[2]}]
     failures = []
     for name, jobs, torchrun in (("first", first, 0), ("second", second, 2)):
         for job in jobs:
@@ -352,3 +385,71 @@ def test_torchrun_decodes_one_video_split_in_time(launched, tmp_path):
     one, two = read_video(str(single)), read_video(str(root / "split.mp4"))
     assert one.shape == two.shape == (3, 267, 8, 14) and one.std() > 0.01
     assert torch.equal(one, two)
+
+
+def read_losses(folder, tag):
+    """``[{step: record}]`` per rank of a run with ``mp_driver.StepLosses``."""
+    return [read(folder / "losses", tag, rank) for rank in (0, 1)]
+
+
+def test_fsdp_training_equals_ddp(launched, tmp_path):
+    """FSDP2 (``ModelParallelStrategy``, gloo) runs DDP's steps: the same losses on each rank, the same weights, EMA,
+    clipping statistics and AdamW state at every checkpoint (sharded folders); resumed from its step-2 folder it
+    continues exactly (writing a one-file checkpoint); ``export`` of either gives the EMA denoiser in the release
+    layout."""
+    from opensora.models import OpenSoraT2V
+    from opensora.training.offline import main as training_cli
+    from opensora.training.sharding import read_checkpoint
+
+    for job in ("fsdp_ddp", "fsdp_first", "fsdp_resumed"):
+        launched.job(job)
+    folder = launched.root / "fsdp"
+    ddp, fsdp, resumed = (read_losses(folder / tag, tag) for tag in ("ddp", "fsdp", "resumed"))
+    total = ddp[0][1]["numel"]
+    for rank in (0, 1):
+        assert sorted(ddp[rank]) == sorted(fsdp[rank]) == list(range(1, STEPS + 1))
+        assert sorted(resumed[rank]) == list(range(CKPT_STEP + 1, STEPS + 1))
+        for step in ddp[rank]:
+            a, b = ddp[rank][step], fsdp[rank][step]
+            assert abs(a["loss"] - b["loss"]) <= 1e-5 * max(1.0, abs(a["loss"])), (rank, step, a, b)
+            assert not a["sharded"] and a["numel"] == total
+            assert b["sharded"] and b["numel"] < total  # this rank holds its shards only
+            if step in resumed[rank]:
+                assert resumed[rank][step]["loss"] == b["loss"], (rank, step)
+    assert ddp[0][1]["loss"] != ddp[1][1]["loss"]  # the ranks trained on different samples
+    assert total <= fsdp[0][1]["numel"] + fsdp[1][1]["numel"] <= 1.05 * total  # the shards cover it (+ padding)
+
+    for step in (CKPT_STEP, STEPS):
+        ref, ours = (read_checkpoint(str(folder / tag / "ckpt" / f"step={step}.ckpt")) for tag in ("ddp", "fsdp"))
+        assert (folder / "fsdp" / "ckpt" / f"step={step}.ckpt").is_dir()  # one shard file per rank
+        assert len(list((folder / "fsdp" / "ckpt" / f"step={step}.ckpt").glob("*.distcp"))) == 2
+        assert ours["global_step"] == ref["global_step"] == step
+        assert any(k.startswith("ema.module.") for k in ours["state_dict"])
+        trained = sorted(k for k in ours["state_dict"] if not k.startswith("vae."))  # folders keep the frozen VAE
+        assert trained == sorted(ref["state_dict"])
+        for key, value in ref["state_dict"].items():
+            assert torch.allclose(ours["state_dict"][key].float(), value.float(), rtol=0, atol=1e-5), (step, key)
+        clip = ours["callbacks"]["AdaptiveGradClip"], ref["callbacks"]["AdaptiveGradClip"]
+        assert clip[0]["count"] == clip[1]["count"] == step and abs(clip[0]["mean"] - clip[1]["mean"]) <= 1e-6
+        (opt,), (opt_ref,) = ours["optimizer_states"], ref["optimizer_states"]
+        moments = [[o["state"][p] for g in o["param_groups"] for p in g["params"]] for o in (opt, opt_ref)]
+        assert len(moments[0]) == len(moments[1]) == len(opt_ref["state"])  # keyed by name / by index: same order
+        for mine, theirs in zip(*moments):
+            for name in ("exp_avg", "exp_avg_sq"):
+                assert torch.allclose(mine[name], theirs[name], rtol=1e-5, atol=1e-8), (step, name)
+    shards = folder / "fsdp" / "ckpt" / f"step={STEPS}.ckpt"
+    first = read_checkpoint(str(shards))
+    single = folder / "resumed" / "ckpt" / f"step={STEPS}.ckpt"
+    assert single.is_file()
+    again = read_checkpoint(str(single))
+    assert again["global_step"] == STEPS and not any(k.startswith("vae.") for k in again["state_dict"])
+    for key, value in again["state_dict"].items():
+        assert torch.equal(first["state_dict"][key], value), key  # the resume continued exactly
+    weights = {}
+    for name, source in (("folder", shards), ("file", single)):
+        assert training_cli(["export", str(source), str(tmp_path / name)]) == 0
+        weights[name] = OpenSoraT2V.from_pretrained(str(tmp_path / name)).state_dict()
+    ema = {k[len("ema.module."):]: v for k, v in first["state_dict"].items() if k.startswith("ema.module.")}
+    assert sorted(weights["file"]) == sorted(ema)
+    for key, value in ema.items():
+        assert torch.equal(weights["file"][key], value) and torch.equal(weights["folder"][key], value), key

@@ -1,6 +1,7 @@
 """Training with Lightning: the denoiser (:mod:`~opensora.training.denoiser`, text-to-video and image-condition),
 the structure controller (:mod:`~opensora.training.controller`), the shared v-prediction objective
-(:mod:`~opensora.training.objectives`) and adaptive gradient clipping (:mod:`~opensora.training.grad_clip`).
+(:mod:`~opensora.training.objectives`), adaptive gradient clipping (:mod:`~opensora.training.grad_clip`) and FSDP2
+sharding of the denoiser under ``ModelParallelStrategy`` (:mod:`~opensora.training.sharding`).
 
 ``python -m opensora.training export|cache ...`` exports a checkpoint or caches latents (see the denoiser module).
 """

@@ -26,6 +26,8 @@ that step holds it), saved in checkpoints (restored on resume with the step and 
 and the data loader saves its place in the epoch. :func:`opensora.training.offline.write_latent_cache` precomputes
 latents and caption features for small GPUs. Adaptive gradient clipping is the
 :class:`opensora.training.grad_clip.AdaptiveGradClip` callback; bf16 is the Trainer's ``precision: bf16-mixed``.
+Under Lightning's ``ModelParallelStrategy`` :meth:`DenoiserTraining.configure_model` shards the denoiser and its EMA
+with FSDP2 (:mod:`opensora.training.sharding`); with one process or DDP it does nothing.
 Captions are encoded here (``text_encoder``), not in the data loaders.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any, Dict, Literal, Optional, Sequence, Tuple
 
 import lightning as L
 import torch
+from torch.distributed.tensor import DTensor
 
 from wfvae.training.ema import ema_copy
 from wfvae.training.resume import step_rng, training_step_seed
@@ -47,6 +50,7 @@ from opensora.pipelines.defaults import resolve_location
 from opensora.models.diffusers_glue import LORA_TARGETS, lora_config, save_lora_weights
 from opensora.models.inpaint import load_denoiser, read_denoiser_config
 from opensora.training.objectives import v_prediction
+from opensora.training.sharding import full_state_dict, is_sharded, shard_denoiser
 
 FROZEN_PREFIXES = ("vae.",)
 
@@ -200,7 +204,7 @@ class DenoiserTraining(L.LightningModule):
         self._null_caption = None
         self.scheduler = training_scheduler()
         self.register_buffer("alphas_cumprod", self.scheduler.alphas_cumprod.clone().float(), persistent=False)
-        self.strict_loading = False  # checkpoints leave the VAE out
+        self.strict_loading = False  # one-file checkpoints leave the VAE out
 
     # ------------------------------------------------------------------ frozen parts, EMA, optimiser
     def train(self, mode: bool = True) -> "DenoiserTraining":
@@ -210,8 +214,17 @@ class DenoiserTraining(L.LightningModule):
                 frozen.eval()
         return self
 
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy`` (a device mesh): FSDP2 on the denoiser and its EMA copy
+        (:func:`opensora.training.sharding.shard_denoiser`); otherwise (one process, DDP) nothing."""
+        mesh = self.device_mesh
+        if mesh is not None and not is_sharded(self.model):
+            shard_denoiser(self.model, self.ema, mesh)
+
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         state = checkpoint["state_dict"]
+        if any(isinstance(v, DTensor) for v in state.values()):
+            return  # a sharded (folder) checkpoint: its loader needs every key of the module, frozen ones included
         for key in [k for k in state if k.startswith(FROZEN_PREFIXES)]:
             del state[key]
 
@@ -234,11 +247,21 @@ class DenoiserTraining(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_train_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
+        if not self.hparams.export_dir:
+            return
+        network = self.ema.module if self.ema else self.model
+        if is_sharded(network):  # FSDP: gather the full weights (every rank), rank 0 writes them
+            from opensora.training.offline import write_release
+
+            state = full_state_dict(network)
+            if self.trainer.is_global_zero:
+                write_release(dict(self.hparams), state, self.hparams.export_dir,
+                              lora=self.hparams.get("lora_rank") is not None)
+        elif self.trainer.is_global_zero:
             if self.hparams.get("lora_rank") is not None:
-                save_lora_weights(self.ema.module if self.ema else self.model, self.hparams.export_dir)
+                save_lora_weights(network, self.hparams.export_dir)
             else:
-                (self.ema.module if self.ema else self.model).save_pretrained(self.hparams.export_dir)
+                network.save_pretrained(self.hparams.export_dir)
 
     # ------------------------------------------------------------------ batch preparation
     @torch.no_grad()

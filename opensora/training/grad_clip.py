@@ -26,8 +26,11 @@ goes with :func:`local_gradients_hook`, a DDP communication hook that leaves the
 and the callback all-reduces (averages) the rescaled gradients itself. Lightning registers a strategy's
 ``ddp_comm_hook`` on CUDA devices only, so the callback registers :func:`local_gradients_hook` itself when the run is
 DDP without it (CPU / gloo runs, or a config that only sets ``per_rank``), and refuses another hook
-(:func:`ensure_local_gradients`). With the default DDP (or FSDP) the callback sees the averaged gradient, identical
-on every rank, and applies the single-process rule to it.
+(:func:`ensure_local_gradients`). With the default DDP the callback sees the averaged gradient, identical on every
+rank, and applies the single-process rule to it. Under FSDP (``ModelParallelStrategy``,
+:mod:`opensora.training.sharding`) each rank holds a shard of the averaged gradient: the norm is the global one
+(squared shard norms all-reduced) and the single-process rule applies; ``per_rank`` is refused there (no rank ever
+holds its own full gradient).
 """
 from __future__ import annotations
 
@@ -39,8 +42,16 @@ import torch
 
 
 def grad_norm(parameters: Iterable[torch.nn.Parameter]) -> torch.Tensor:
-    """Total L2 norm (float32 scalar) of the gradients of ``parameters`` (0 when none has a gradient)."""
-    grads = [p.grad.detach().float() for p in parameters if p.grad is not None]
+    """Total L2 norm (float32 scalar) of the gradients of ``parameters`` (0 when none has a gradient). Under FSDP
+    (``DTensor`` shards) the global norm over the ranks (:func:`opensora.training.sharding.sharded_grad_norm`)."""
+    from torch.distributed.tensor import DTensor
+
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if any(isinstance(g, DTensor) for g in grads):
+        from opensora.training.sharding import sharded_grad_norm
+
+        return sharded_grad_norm(grads)
+    grads = [g.detach().float() for g in grads]
     if not grads:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
@@ -199,6 +210,11 @@ class AdaptiveGradClip(L.Callback):
         return {"norm": norm, "threshold": threshold, "factor": factor}
 
     def on_train_start(self, trainer: "L.Trainer", pl_module: "L.LightningModule") -> None:
+        from opensora.training.sharding import is_sharded
+
+        if self.per_rank and is_sharded(pl_module):
+            raise ValueError("AdaptiveGradClip(per_rank=True) needs each rank's own gradient, but FSDP "
+                             "reduce-scatters the gradients in backward: use per_rank: false (the global-norm rule)")
         ensure_local_gradients(trainer.strategy.model, self.per_rank)
 
     def on_before_optimizer_step(self, trainer: "L.Trainer", pl_module: "L.LightningModule", optimizer) -> None:

@@ -1,6 +1,7 @@
 """Work on denoiser training runs outside the Trainer, and the ``python -m opensora.training`` command.
 
     python -m opensora.training export runs/t2v/checkpoints/last.ckpt out/OpenSoraT2V [--no-ema] [--lora]
+    (a checkpoint file, or the folder of ``ModelParallelStrategy(save_distributed_checkpoint=True)``)
     python -m opensora.training cache --config configs/opensora/t2v_synthetic.yaml cache_dir   # latents + text
 
 :func:`export` writes the (EMA) denoiser of a :class:`~opensora.training.DenoiserTraining` checkpoint in the release
@@ -19,6 +20,7 @@ from wfvae.training.ema import ema_weights
 from opensora.models import OpenSoraInpaint, OpenSoraInpaintConfig, OpenSoraT2V
 from opensora.models.diffusers_glue import LORA_TARGETS, lora_config, save_lora_weights
 from opensora.training.denoiser import DenoiserTraining, build_config
+from opensora.training.sharding import read_checkpoint
 
 
 @torch.no_grad()
@@ -69,22 +71,30 @@ def export(checkpoint: str, folder: str, ema: bool = True, max_shard_size: str =
     ``lora_rank``) only its adapter, as ``pytorch_lora_weights.safetensors``. ``to_t2v``: an image-condition model
     trained with ``t2iv_condition: zero`` is written as the text-to-video model it is without a condition
     (:meth:`opensora.models.OpenSoraInpaint.to_t2v`)."""
-    data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    data = read_checkpoint(checkpoint)
     if not isinstance(data, dict) or "state_dict" not in data or "hyper_parameters" not in data:
         raise ValueError(f"{checkpoint} is not a denoiser training checkpoint (no state_dict / hyper_parameters)")
     hp = data["hyper_parameters"]
     use_ema = ema and hp.get("ema_decay") is not None
     state = ema_weights(data["state_dict"]) if use_ema else {}
     state = state or {k[len("model."):]: v for k, v in data["state_dict"].items() if k.startswith("model.")}
+    return write_release(hp, state, folder, max_shard_size, lora, to_t2v, name=checkpoint)
+
+
+def write_release(hp: Dict[str, Any], state: Dict[str, torch.Tensor], folder: str, max_shard_size: str = "10GB",
+                  lora: bool = False, to_t2v: bool = False, name: str = "the run") -> OpenSoraT2V:
+    """Write the denoiser of a :class:`DenoiserTraining` run with hyper-parameters ``hp`` and weights ``state``
+    (keys of the denoiser itself) to ``folder``: the release layout, or the LoRA adapter (``lora``), or the
+    text-to-video model of an image-condition run (``to_t2v``) -- :func:`export`'s options."""
     config = build_config(hp.get("pretrained"), hp.get("model_config"), bool(hp.get("inpaint")))
     rank = hp.get("lora_rank")
     if lora and rank is None:
-        raise ValueError(f"{checkpoint} was not trained with lora_rank: export it without --lora")
+        raise ValueError(f"{name} was not trained with lora_rank: export it without --lora")
     if to_t2v and (lora or not isinstance(config, OpenSoraInpaintConfig) or hp.get("t2iv_condition") != "zero"):
-        raise ValueError(f"{checkpoint}: --to-t2v needs an image-condition run with t2iv_condition: zero "
+        raise ValueError(f"{name}: --to-t2v needs an image-condition run with t2iv_condition: zero "
                          f"(and no LoRA)")
     if rank is not None and not lora:
-        raise ValueError(f"{checkpoint} trained a LoRA adapter (lora_rank {rank}): export it with --lora")
+        raise ValueError(f"{name} trained a LoRA adapter (lora_rank {rank}): export it with --lora")
     with torch.device("meta"):
         model = (OpenSoraInpaint if isinstance(config, OpenSoraInpaintConfig) else OpenSoraT2V)(config)
         if lora:
@@ -137,7 +147,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ca.add_argument("--all-captions", action="store_true",
                     help="one item per caption of each entry (the video is encoded once)")
     ex = sub.add_parser("export", help="checkpoint -> model folder (EMA weights unless --no-ema)")
-    ex.add_argument("checkpoint")
+    ex.add_argument("checkpoint", help="a checkpoint file, or the folder of a sharded (FSDP) checkpoint")
     ex.add_argument("folder")
     ex.add_argument("--no-ema", action="store_true")
     ex.add_argument("--max-shard-size", default="10GB")
@@ -151,7 +161,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def run() -> None:
         args = parser.parse_args(argv)
         source = args.config if args.command == "cache" else args.checkpoint
-        if not os.path.isfile(source):
+        if not (os.path.isfile(source) or args.command == "export" and os.path.isdir(source)):
             raise UsageError(f"{'config' if args.command == 'cache' else 'checkpoint'} not found: {source}")
         if args.command == "cache" and args.batch_size is not None and args.batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")

@@ -1,8 +1,8 @@
 """Exponential moving average of a model's weights, shared by every trainer of the project.
 
 It is :class:`torch.optim.swa_utils.AveragedModel` with the EMA rule (``ema <- decay * ema + (1 - decay) * model``,
-one fused ``_foreach_lerp_`` over all tensors), buffers included: its first update copies the model, later updates
-average. The copy is frozen and stays in eval mode. In a Lightning checkpoint its tensors are under ``ema.module.``
+one fused ``_foreach_lerp_`` over all tensors, or two when the parameters are FSDP2 shards), buffers included: its
+first update copies the model, later updates average. The copy is frozen and stays in eval mode. In a Lightning checkpoint its tensors are under ``ema.module.``
 plus the update counter ``ema.n_averaged``, so a resumed run continues the average exactly.
 """
 from __future__ import annotations
@@ -19,8 +19,23 @@ def ema_copy(model: nn.Module, decay: float) -> AveragedModel:
     use ``.module`` for the averaged network."""
     if not 0.0 <= float(decay) < 1.0:
         raise ValueError(f"ema_decay must be in [0, 1), got {decay}")
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(float(decay)), use_buffers=True)
+    ema = AveragedModel(model, multi_avg_fn=_split_sharded(get_ema_multi_avg_fn(float(decay))), use_buffers=True)
     return ema.requires_grad_(False).eval()
+
+
+def _split_sharded(multi_avg_fn):
+    """``multi_avg_fn`` called once on the ``DTensor`` pairs (parameters of a model sharded with FSDP2) and once on
+    the plain tensors (its buffers, or everything when nothing is sharded): one ``_foreach`` call cannot mix them."""
+    from torch.distributed.tensor import DTensor
+
+    def average(ema_tensors, model_tensors, n_averaged):
+        sharded = [isinstance(t, DTensor) for t in ema_tensors]
+        for kind in (True, False):
+            pairs = [(e, m) for e, m, s in zip(ema_tensors, model_tensors, sharded) if s is kind]
+            if pairs:
+                multi_avg_fn([e for e, _ in pairs], [m for _, m in pairs], n_averaged)
+
+    return average
 
 
 def ema_weights(state: Mapping[str, torch.Tensor], owner: str = "ema") -> Dict[str, torch.Tensor]:
