@@ -23,8 +23,9 @@ if [[ "${GPU_TABLE_SMOKE:-0}" == 1 ]]; then
     vae=(--device cpu --model tiny --warmup 0 --repeats 1 --weights "${TMPDIR:-/tmp}/gpu_table_smoke_tiny")
     shapes=(9x32x32) long=(17x32x32) den=(--device cpu --model tiny --latents 2x8x8 --warmup 0 --repeats 1)
 else
-    vae=(--model l16 --warmup 2 --repeats 5)
-    shapes=(33x256x256 33x512x512 33x768x768 93x512x512) long=(129x512x512) den=(--model release --latents 24x44x80)
+    vae=(--model l16 --warmup 1 --repeats 3)
+    shapes=(33x256x256 33x512x512 33x768x768 93x512x512) long=(129x512x512)
+    den=(--model release --latents 24x44x80 --warmup 1 --repeats 3)
 fi
 py() { echo; python "$@"; }
 start=$SECONDS
