@@ -1,7 +1,9 @@
 """Sharded (FSDP2) training of the denoiser under Lightning's ``ModelParallelStrategy``.
 
     python tools/train.py fit --config configs/opensora/tiny.yaml --trainer.accelerator cpu --trainer.devices 2 \
-        --trainer.strategy ModelParallelStrategy
+        --trainer.strategy.class_path lightning.pytorch.strategies.ModelParallelStrategy
+
+(``--trainer.strategy ModelParallelStrategy`` alone is read as a strategy *name* and refused: give the class path.)
 
 Lightning's ``FSDPStrategy`` (FSDP1) refuses ``accelerator='cpu'``; ``ModelParallelStrategy`` sets up a device mesh
 (gloo on the CPU, NCCL on GPUs) and leaves the parallelisation to ``LightningModule.configure_model``, which calls
