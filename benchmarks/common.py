@@ -69,7 +69,8 @@ def header(title: str, device: str, warmup: int, repeats: int) -> None:
     if device == "cuda":
         name = torch.cuda.get_device_name(0)
     else:
-        name = f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+        name = (f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+                f"{torch.get_num_threads()} threads)")
     print(f"# {title}")
     print(f"device: {name}; torch {torch.__version__}; date {datetime.datetime.now().isoformat(timespec='seconds')}")
     print(f"command: python {' '.join(sys.argv)}")

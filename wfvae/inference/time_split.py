@@ -133,8 +133,9 @@ def split_latents(num_latent: int, world: int, halo: int = 0) -> List[Tuple[int,
 def plan_time_split(cfg, num_latent: int, world: Optional[int] = None,
                     ranges: Optional[List[Tuple[int, int]]] = None, halo: Optional[int] = None) -> List[TimeSlice]:
     """The slices of a time split of ``num_latent`` latent frames: ``world`` of them balanced by
-    :func:`split_latents`, or explicit consecutive ``ranges`` ``[(0, e0), (e0, e1), ..., (., num_latent)]``. ``halo`` (default: :func:`decoder_reach`'s ``back``,
-    the smallest exact one) is how many latent frames before its own a slice decodes and discards; a smaller one
+    :func:`split_latents`, or explicit consecutive ``ranges`` ``[(0, e0), (e0, e1), ..., (., num_latent)]``.
+    ``halo`` (default: :func:`decoder_reach`'s ``back``, the smallest exact one) is how many latent frames before
+    its own a slice decodes and discards; a smaller one
     is accepted (for measurements) but its slices are not exact. ValueError for a GroupNorm model, an empty range
     or more processes than latent frames."""
     check_splittable(cfg)

@@ -2,8 +2,9 @@
 
 It is :class:`torch.optim.swa_utils.AveragedModel` with the EMA rule (``ema <- decay * ema + (1 - decay) * model``,
 one fused ``_foreach_lerp_`` over all tensors, or two when the parameters are FSDP2 shards), buffers included: its
-first update copies the model, later updates average. The copy is frozen and stays in eval mode. In a Lightning checkpoint its tensors are under ``ema.module.``
-plus the update counter ``ema.n_averaged``, so a resumed run continues the average exactly.
+first update copies the model, later updates average. The copy is frozen and stays in eval mode. In a Lightning
+checkpoint its tensors are under ``ema.module.`` plus the update counter ``ema.n_averaged``, so a resumed run
+continues the average exactly.
 """
 from __future__ import annotations
 
