@@ -423,8 +423,24 @@ def _main(argv) -> None:
         command(argparse.Namespace(**{**vars(args), "input": inp, "output": out, "model_cache": cache}))
 
 
+def cpu_allocation_settings() -> None:
+    """Asks PyTorch to back CPU tensors of 2 MiB and more with transparent huge pages (Linux, THP in ``madvise``
+    mode).
+
+    Each chunk allocates and frees the same large activations and oneDNN's blocked copies; glibc serves every
+    one of them with a fresh ``mmap``, so each 4 KiB page faults when first written (4.4 M minor faults for the
+    sample clip). With ``THP_MEM_ALLOC_ENABLE=1`` PyTorch aligns those blocks to 2 MiB and ``madvise``s them,
+    so a page fault maps 2 MiB: the same memory, several times fewer faults (figures: benchmarks/NOTES.md). Read
+    by PyTorch at its first CPU allocation, so it is set before the command imports torch; a value already in
+    the environment wins. The command only: the library leaves the process's allocator alone.
+    """
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
 def main(argv=None) -> int:
     """The ``wfvae`` command; returns the exit code (0, or 2 with one ``error:`` line on stderr)."""
+    cpu_allocation_settings()
     return run_cli(lambda: _main(argv), oom_hint=OOM_HINT)
 
 
