@@ -223,3 +223,19 @@ def test_allocation_settings_cut_page_faults_of_large_tensors():
         faults[value] = int(out.stdout.split()[-1])
     assert faults["0"] >= 16384
     assert faults[None] * 8 < faults["0"], faults
+
+
+def test_default_latent_chunk_is_the_one_constant(capsys):
+    """Without --latent-chunk or --max-memory the command, its help and the evaluation protocol use one value."""
+    from wfvae.cli import _plan, build_parser
+    from wfvae.evaluation.evaluate import Protocol
+    from wfvae.inference import DEFAULT_LATENT_CHUNK
+
+    args = build_parser().parse_args(["decode", "in.safetensors", "out.mp4"])
+    assert _plan(args, None, 64, 64, 9, "decode") == (DEFAULT_LATENT_CHUNK, None, None, None)
+    args = build_parser().parse_args(["decode", "in.safetensors", "out.mp4", "--latent-chunk", "3"])
+    assert _plan(args, None, 64, 64, 9, "decode")[0] == 3
+    assert Protocol().latent_chunk == DEFAULT_LATENT_CHUNK
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["decode", "--help"])
+    assert f"default {DEFAULT_LATENT_CHUNK}" in " ".join(capsys.readouterr().out.split())

@@ -31,6 +31,7 @@ from typing import Iterator, Optional
 
 from wfvae.cli_support import (ErrorParser, Outputs, UsageError, check_finite_number, check_finite_tensor, commit,
                           parse_device, parse_dtype, run_cli, temp_path)
+from wfvae.inference import DEFAULT_LATENT_CHUNK
 from wfvae.io.latents_file import LATENTS_FORMAT, MAX_SIDE, latents_metadata, read_latents  # noqa: F401 (re-exported)
 
 __all__ = ["main", "build_parser", "read_latents", "ErrorParser", "UsageError", "LATENTS_FORMAT", "DEFAULT_MODEL"]
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, reads_video: bool):
         sp.add_argument("--model", default=None, help=f"WF-VAE folder or weights file (default: {DEFAULT_MODEL})")
         sp.add_argument("--latent-chunk", type=int, default=None,
-                        help="latent frames per chunk (4 video frames each); exact, default 4")
+                        help=f"latent frames per chunk (4 video frames each); exact, default {DEFAULT_LATENT_CHUNK}")
         sp.add_argument("--tile", type=int, default=None, help="spatial tile size in pixels (multiple of 8)")
         sp.add_argument("--tile-overlap", type=int, default=None,
                         help="tile overlap in pixels (default tile/4); needs --tile")
@@ -166,7 +167,7 @@ def _plan(args, vae, height, width, num_latent, mode):
     from wfvae.inference.memory import plan
 
     if args.max_memory is None:
-        return args.latent_chunk or 4, args.tile, args.tile_overlap, None
+        return args.latent_chunk or DEFAULT_LATENT_CHUNK, args.tile, args.tile_overlap, None
     weights = sum(p.numel() * p.element_size() for p in vae.parameters())
     try:
         chosen = plan(vae.config.base_channels, vae.temporal_compression, height, width, vae.dtype, args.max_memory,
