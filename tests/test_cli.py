@@ -177,3 +177,65 @@ def test_processes_split_the_inputs(tmp_path, capsys, monkeypatch):
 
 
 # test_torchrun_encodes_a_list_across_two_processes: in tests/test_multiprocess.py (shares its torchrun launch)
+
+
+def test_allocation_settings_keep_a_value_already_set(monkeypatch):
+    from wfvae.cli import cpu_allocation_settings
+
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
+    cpu_allocation_settings()
+    assert os.environ["THP_MEM_ALLOC_ENABLE"] == "0"
+    monkeypatch.delenv("THP_MEM_ALLOC_ENABLE")
+    cpu_allocation_settings()
+    assert os.environ.get("THP_MEM_ALLOC_ENABLE") == ("1" if sys.platform.startswith("linux") else None)
+
+
+_FAULTS = """
+import resource, sys
+from wfvae.cli import cpu_allocation_settings
+cpu_allocation_settings()
+import torch
+torch.empty(1)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+x = torch.empty(64 * 2 ** 20 // 4).fill_(1.0)  # 64 MiB, every page written
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def _thp_mode():
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            return f.read().split("[")[1].split("]")[0]
+    except (OSError, IndexError):
+        return "never"
+
+
+@pytest.mark.skipif(_thp_mode() == "never", reason="no transparent huge pages on this machine")
+def test_allocation_settings_cut_page_faults_of_large_tensors():
+    """A 64 MiB tensor is 16384 pages of 4 KiB; on huge pages it is 32 of 2 MiB (a few more for the allocator)."""
+    faults = {}
+    for value in ("0", None):
+        env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        if value is not None:
+            env["THP_MEM_ALLOC_ENABLE"] = value
+        out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True, check=True)
+        faults[value] = int(out.stdout.split()[-1])
+    assert faults["0"] >= 16384
+    assert faults[None] * 8 < faults["0"], faults
+
+
+def test_default_latent_chunk_is_the_one_constant(capsys):
+    """Without --latent-chunk or --max-memory the command, its help and the evaluation protocol use one value."""
+    from wfvae.cli import _plan, build_parser
+    from wfvae.evaluation.evaluate import Protocol
+    from wfvae.inference import DEFAULT_LATENT_CHUNK
+
+    args = build_parser().parse_args(["decode", "in.safetensors", "out.mp4"])
+    assert _plan(args, None, 64, 64, 9, "decode") == (DEFAULT_LATENT_CHUNK, None, None, None)
+    args = build_parser().parse_args(["decode", "in.safetensors", "out.mp4", "--latent-chunk", "3"])
+    assert _plan(args, None, 64, 64, 9, "decode")[0] == 3
+    assert Protocol().latent_chunk == DEFAULT_LATENT_CHUNK
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["decode", "--help"])
+    assert f"default {DEFAULT_LATENT_CHUNK}" in " ".join(capsys.readouterr().out.split())

@@ -26,6 +26,7 @@ def main(argv=None) -> int:
 
 def _main(argv) -> int:
     from wfvae.cli_support import ErrorParser, Outputs, UsageError, parse_device, parse_dtype
+    from wfvae.inference import DEFAULT_LATENT_CHUNK
 
     p = ErrorParser(description="Evaluate WF-VAE reconstructions (PSNR, SSIM, LPIPS, FVD).")
     p.add_argument("model", help="WF-VAE folder, weights file or training .ckpt")
@@ -34,7 +35,8 @@ def _main(argv) -> int:
     p.add_argument("--size", type=int, default=256, help="short-side resize + centre crop (default 256)")
     p.add_argument("--sample-rate", type=int, default=1, help="take every k-th source frame (default 1)")
     p.add_argument("--start", type=int, default=0, help="first source frame (default 0)")
-    p.add_argument("--latent-chunk", type=int, default=4, help="latent frames per block (default 4)")
+    p.add_argument("--latent-chunk", type=int, default=DEFAULT_LATENT_CHUNK,
+                   help=f"latent frames per block (default {DEFAULT_LATENT_CHUNK})")
     p.add_argument("--device", default=None, help="cpu or cuda[:i] (default: cuda if available)")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     p.add_argument("--lpips", action="store_true", help="also LPIPS (needs vgg16-397923af.pth and vgg.pth)")

@@ -36,6 +36,7 @@ from typing import Iterator, Optional
 
 from wfvae.cli_support import (ErrorParser, Outputs, UsageError, check_finite_number, check_finite_tensor, commit,
                           parse_device, parse_dtype, run_cli, temp_path)
+from wfvae.inference import DEFAULT_LATENT_CHUNK
 from wfvae.io.latents_file import LATENTS_FORMAT, MAX_SIDE, latents_metadata, read_latents  # noqa: F401 (re-exported)
 
 __all__ = ["main", "build_parser", "read_latents", "ErrorParser", "UsageError", "LATENTS_FORMAT", "DEFAULT_MODEL"]
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, reads_video: bool):
         sp.add_argument("--model", default=None, help=f"WF-VAE folder or weights file (default: {DEFAULT_MODEL})")
         sp.add_argument("--latent-chunk", type=int, default=None,
-                        help="latent frames per chunk (4 video frames each); exact, default 4")
+                        help=f"latent frames per chunk (4 video frames each); exact, default {DEFAULT_LATENT_CHUNK}")
         sp.add_argument("--tile", type=int, default=None, help="spatial tile size in pixels (multiple of 8)")
         sp.add_argument("--tile-overlap", type=int, default=None,
                         help="tile overlap in pixels (default tile/4); needs --tile")
@@ -171,7 +172,7 @@ def _plan(args, vae, height, width, num_latent, mode):
     from wfvae.inference.memory import plan
 
     if args.max_memory is None:
-        return args.latent_chunk or 4, args.tile, args.tile_overlap, None
+        return args.latent_chunk or DEFAULT_LATENT_CHUNK, args.tile, args.tile_overlap, None
     weights = sum(p.numel() * p.element_size() for p in vae.parameters())
     try:
         chosen = plan(vae.config.base_channels, vae.temporal_compression, height, width, vae.dtype, args.max_memory,
@@ -504,8 +505,24 @@ def _main(argv) -> None:
         command(argparse.Namespace(**{**vars(args), "input": inp, "output": out, "model_cache": cache}))
 
 
+def cpu_allocation_settings() -> None:
+    """Asks PyTorch to back CPU tensors of 2 MiB and more with transparent huge pages (Linux, THP in ``madvise``
+    mode).
+
+    Each chunk allocates and frees the same large activations and oneDNN's blocked copies; glibc serves every
+    one of them with a fresh ``mmap``, so each 4 KiB page faults when first written (4.4 M minor faults for the
+    sample clip). With ``THP_MEM_ALLOC_ENABLE=1`` PyTorch aligns those blocks to 2 MiB and ``madvise``s them,
+    so a page fault maps 2 MiB: the same memory, several times fewer faults (figures: benchmarks/NOTES.md). Read
+    by PyTorch at its first CPU allocation, so it is set before the command imports torch; a value already in
+    the environment wins. The command only: the library leaves the process's allocator alone.
+    """
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
 def main(argv=None) -> int:
     """The ``wfvae`` command; returns the exit code (0, or 2 with one ``error:`` line on stderr)."""
+    cpu_allocation_settings()
     return run_cli(lambda: _main(argv), oom_hint=OOM_HINT)
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from wfvae.evaluation.metrics import frame_psnr, frame_ssim
+from wfvae.inference import DEFAULT_LATENT_CHUNK
 from wfvae.models.autoencoder import WFVAE
 from wfvae.io.video import VideoReader, VideoReadError
 
@@ -31,7 +32,7 @@ class Protocol:
     size: int = 256
     sample_rate: int = 1
     start: int = 0
-    latent_chunk: int = 4
+    latent_chunk: int = DEFAULT_LATENT_CHUNK
 
     def check(self, vae: Optional[WFVAE] = None) -> None:
         f = vae.temporal_compression if vae is not None else 4
