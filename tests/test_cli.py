@@ -180,7 +180,7 @@ def test_processes_split_the_inputs(tmp_path, capsys, monkeypatch):
 
 
 def test_allocation_settings_keep_a_value_already_set(monkeypatch):
-    from wfvae.cli import cpu_allocation_settings
+    from wfvae.cli_support import cpu_allocation_settings
 
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "0")
     cpu_allocation_settings()
@@ -192,7 +192,7 @@ def test_allocation_settings_keep_a_value_already_set(monkeypatch):
 
 _FAULTS = """
 import resource, sys
-from wfvae.cli import cpu_allocation_settings
+from wfvae.cli_support import cpu_allocation_settings
 cpu_allocation_settings()
 import torch
 torch.empty(1)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from wfvae.cli_support import (ErrorParser, Outputs, UsageError, check_finite_number, check_finite_tensor, commit,
-                          parse_device, parse_dtype, run_cli, temp_path)
+                               cpu_allocation_settings, parse_device, parse_dtype, run_cli, temp_path)
 from wfvae.inference import DEFAULT_LATENT_CHUNK
 from wfvae.io.latents_file import LATENTS_FORMAT, MAX_SIDE, latents_metadata, read_latents  # noqa: F401 (re-exported)
 
@@ -377,79 +377,6 @@ def cmd_decode(args) -> None:
     print(f"{args.output}: {num_frames} frames {h}x{w} @ {fps:g} fps")
 
 
-def cmd_decode_split(args, rank: int, world: int) -> None:
-    """``torchrun --nproc_per_node N -m wfvae.cli decode LATENTS OUT``: process ``rank`` decodes its share of the
-    video's time (:mod:`wfvae.inference.time_split`: its latent frames after a discarded warm-up halo) while the
-    others decode theirs; process 0 writes its frames, then receives the others' in order
-    (:mod:`wfvae.inference.frame_relay`). The file is the one a single process writes."""
-    if not os.path.isfile(args.input):
-        raise UsageError(f"latents file not found: {args.input}")
-    import torch.distributed as dist
-
-    from wfvae.inference.frame_relay import FrameSpool, all_ok, receive_frames, send_frames
-    from wfvae.inference.time_split import iter_time_slice, plan_time_split
-    from wfvae.io.frames import to_tensor, to_uint8
-    from wfvae.io.video import VideoWriter
-
-    outputs, model, device, dtype = _start(args, VIDEO_SUFFIXES)
-    vae = _load_model(model, device, dtype)
-    latents, meta = read_latents(args.input, vae)
-    num_frames, h, w, fps = int(meta["num_frames"]), int(meta["height"]), int(meta["width"]), float(meta["fps"])
-    try:
-        parts = plan_time_split(vae.config, latents.shape[2], world=world)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    k, tile, overlap, _ = _plan(args, vae, latents.shape[3] * 8, latents.shape[4] * 8, latents.shape[2], "decode")
-    own = [max(0, min(p.frames[1], num_frames) - p.frames[0]) for p in parts]  # frames after trimming
-    trim = _Trim(own[rank], h, w)
-    mine = (trim(x) for x in iter_time_slice(vae, latents, parts[rank], k, tile, overlap))
-    created = not dist.is_initialized()
-    if created:
-        dist.init_process_group("gloo")
-    try:
-        if rank == 0:
-            print(f"time split: {world} processes, warm-up halo {parts[-1].latents[0] - parts[-1].decoded[0]} latent "
-                  f"frames", file=sys.stderr)
-            outputs.make_parent(args.output)
-            with VideoWriter(args.output, fps=fps, crf=args.crf, lossless=args.lossless) as writer, \
-                    _progress(num_frames, args.quiet, "decode") as bar:
-
-                def write_mine():
-                    for frames in mine:
-                        writer.write(frames)
-                        bar.update(frames.shape[1])
-
-                _all_or_none(write_mine, all_ok)
-                for p in parts[1:]:
-                    for frames in receive_frames(p.rank, own[p.rank], (h, w)):
-                        writer.write(to_tensor(frames))
-                        bar.update(frames.shape[0])
-            print(f"{args.output}: {num_frames} frames {h}x{w} @ {fps:g} fps")
-        else:
-            with FrameSpool() as spool:
-
-                def spool_mine():
-                    for frames in mine:
-                        spool.write(to_uint8(frames))
-
-                _all_or_none(spool_mine, all_ok)
-                send_frames(spool, dst=0)
-    finally:
-        if created:
-            dist.destroy_process_group()
-
-
-def _all_or_none(work, all_ok) -> None:
-    """Runs ``work``, then learns from every process whether all of theirs succeeded (raises if not)."""
-    try:
-        work()
-    except Exception:
-        all_ok(False)
-        raise
-    if not all_ok(True):
-        raise UsageError("another process failed (its error is above); nothing was written")
-
-
 # ---------------------------------------------------------------------------------------------- several inputs
 SUFFIX = {"reconstruct": ".mp4", "encode": ".safetensors", "decode": ".mp4"}
 
@@ -490,6 +417,8 @@ def _main(argv) -> None:
     rank, world = _launch()
     if args.command == "decode" and len(jobs) == 1 and world > 1:
         inp, out = jobs[0]  # one video: split in time
+        from wfvae.cli_time_split import cmd_decode_split
+
         return cmd_decode_split(argparse.Namespace(**{**vars(args), "input": inp, "output": out}), rank, world)
     mine = jobs[rank::world]
     if len(jobs) > 1:  # every output is checked before any work (an existing one needs --overwrite)
@@ -503,21 +432,6 @@ def _main(argv) -> None:
     cache: dict = {}
     for inp, out in mine:
         command(argparse.Namespace(**{**vars(args), "input": inp, "output": out, "model_cache": cache}))
-
-
-def cpu_allocation_settings() -> None:
-    """Asks PyTorch to back CPU tensors of 2 MiB and more with transparent huge pages (Linux, THP in ``madvise``
-    mode).
-
-    Each chunk allocates and frees the same large activations and oneDNN's blocked copies; glibc serves every
-    one of them with a fresh ``mmap``, so each 4 KiB page faults when first written (4.4 M minor faults for the
-    sample clip). With ``THP_MEM_ALLOC_ENABLE=1`` PyTorch aligns those blocks to 2 MiB and ``madvise``s them,
-    so a page fault maps 2 MiB: the same memory, several times fewer faults (figures: benchmarks/NOTES.md). Read
-    by PyTorch at its first CPU allocation, so it is set before the command imports torch; a value already in
-    the environment wins. The command only: the library leaves the process's allocator alone.
-    """
-    if sys.platform.startswith("linux"):
-        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 
 def main(argv=None) -> int:

@@ -314,3 +314,19 @@ def run_cli(body: Callable[[], Optional[int]], oom_hint: str = "use a smaller si
                 discard(tmp)
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+
+
+def cpu_allocation_settings() -> None:
+    """Asks PyTorch to back CPU tensors of 2 MiB and more with transparent huge pages (Linux, THP in ``madvise``
+    mode).
+
+    Each chunk allocates and frees the same large activations and oneDNN's blocked copies; glibc serves every
+    one of them with a fresh ``mmap``, so each 4 KiB page faults when first written (4.4 M minor faults for the
+    sample clip). With ``THP_MEM_ALLOC_ENABLE=1`` PyTorch aligns those blocks to 2 MiB and ``madvise``s them,
+    so a page fault maps 2 MiB: the same memory, several times fewer faults (figures: benchmarks/NOTES.md). Read
+    by PyTorch at its first CPU allocation, so it is set before the command imports torch; a value already in
+    the environment wins. The commands only (``wfvae``, ``opensora-sample``): the library leaves the process's
+    allocator alone.
+    """
+    if sys.platform.startswith("linux"):
+        os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")

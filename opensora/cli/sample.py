@@ -36,8 +36,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from wfvae.cli_support import (ErrorParser, UsageError, check_finite_number, check_finite_tensor, first_line,
-                               parse_device, parse_dtype, run_cli)
+from wfvae.cli_support import (ErrorParser, UsageError, check_finite_number, check_finite_tensor,
+                               cpu_allocation_settings, first_line, parse_device, parse_dtype, run_cli)
 
 import opensora.pipelines.schedulers as sched
 from opensora.pipelines.presets import PRESET_NAMES
@@ -467,6 +467,7 @@ def _main(argv) -> None:
 
 
 def main(argv=None) -> int:
+    cpu_allocation_settings()  # large CPU tensors on huge pages (wfvae.cli_support): far fewer page faults
     return run_cli(lambda: _main(argv), oom_hint=OOM_HINT)
 
 
