@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import datetime
 import io
 import os
@@ -30,19 +29,9 @@ import torch
 from wfvae.inference.memory import estimate_bytes, simulated_peak_bytes
 from wfvae.inference.memory_probe import peak_memory
 
-from common import vae_config
+from common import published_wfvae, random_wfvae_folder
 
 MIB = 1024 ** 2
-
-
-def weights_folder(model: str, folder: str) -> str:
-    """Random weights (seed 0) of ``model`` saved once in the release layout (both implementations load it)."""
-    from wfvae import WFVAE
-
-    if not os.path.exists(os.path.join(folder, "config.json")):
-        torch.manual_seed(0)
-        WFVAE(**dataclasses.asdict(vae_config(model))).save_pretrained(folder)
-    return folder
 
 
 def _inputs(op: str, shape: str, latent_dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -51,16 +40,6 @@ def _inputs(op: str, shape: str, latent_dim: int, dtype: torch.dtype, device: to
     if op == "encode":
         return (torch.rand(1, 3, t, h, w, generator=g) * 2 - 1).to(device, dtype)
     return torch.randn(1, latent_dim, 1 + (t - 1) // 4, h // 8, w // 8, generator=g).to(device, dtype)
-
-
-def _published(path: str, folder: str, dtype, device):
-    sys.path.insert(0, os.path.abspath(path))  # the published checkout is not installed: it is only measured
-    try:
-        from causalvideovae.model.vae.modeling_wfvae import WFVAEModel
-    except ImportError as exc:
-        raise SystemExit(f"error: --published {path} is not a PKU-YuanGroup/WF-VAE checkout ({exc})") from None
-
-    return WFVAEModel.from_pretrained(folder, torch_dtype=dtype).eval().to(device)
 
 
 def main() -> None:
@@ -79,7 +58,7 @@ def main() -> None:
     from wfvae import WFVAE
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    folder = weights_folder(args.model, args.weights or f"/tmp/wfvae_memory_{args.model}")
+    folder = random_wfvae_folder(args.model, args.weights or f"/tmp/wfvae_memory_{args.model}")
     torch.set_grad_enabled(False)
     vae = WFVAE.from_pretrained(folder, torch_dtype=dtype, device=device)
     x = _inputs(args.op, args.shape, vae.config.latent_dim, dtype, device)
@@ -99,7 +78,7 @@ def main() -> None:
 
     theirs, theirs_s, chunk_note = None, None, ""
     if args.published and os.path.isdir(args.published):
-        model = _published(args.published, folder, dtype, device)
+        model = published_wfvae(args.published, folder, dtype, device)
         if k is not None:
             model.enable_tiling()
 
