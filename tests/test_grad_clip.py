@@ -136,3 +136,47 @@ def test_rank_rule_with_two_simulated_ranks(monkeypatch):
             assert float(p.grad) == pytest.approx(want)  # scaled, summed over 2 "ranks", divided by 2
             finite = [n for n in norms if math.isfinite(n)]
             assert clip.count == (11 if finite else 10) and clip.skipped == (0 if finite else 1)
+
+
+@pytest.fixture
+def one_rank_group():
+    """A one-process gloo group (the sharded code paths need an initialised process group)."""
+    import socket
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_sharded_grad_norm_equals_the_plain_norm(one_rank_group):
+    """FSDP2 gradients are DTensor shards: grad_norm takes the global norm (here over one rank: the plain norm)."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (1,))
+    params = [torch.nn.Parameter(torch.zeros(s)) for s in ((4, 3), (5,))]
+    plain = [torch.randn(p.shape, generator=torch.Generator().manual_seed(i)) for i, p in enumerate(params)]
+    for p, g in zip(params, plain):
+        p.grad = g
+    expected = grad_norm(params)
+    assert expected == pytest.approx(math.sqrt(sum(float(g.square().sum()) for g in plain)), rel=1e-6)
+    for p, g in zip(params, plain):
+        p.grad = distribute_tensor(g, mesh, [Shard(0)])
+    assert float(grad_norm(params)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_per_rank_rule_is_refused_on_a_sharded_model(one_rank_group):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4))
+    fully_shard(model, mesh=init_device_mesh("cpu", (1,)))
+    with pytest.raises(ValueError, match="per_rank=True.*FSDP"):
+        AdaptiveGradClip(per_rank=True).on_train_start(None, model)
