@@ -100,3 +100,29 @@ def test_loading_in_another_dtype_converts_through_a_small_staging_buffer(tmp_pa
     assert max(v.numel() * 4 for v in reference.values()) > 64 * 10
     for key, value in reference.items():
         assert loaded[key].dtype == torch.bfloat16 and torch.equal(loaded[key], value.to(torch.bfloat16)), key
+
+
+@pytest.mark.parametrize("op", ["encode", "decode"])
+def test_tiled_estimate_within_15_percent_of_the_tiled_cpu_peak(op):
+    """A frame of many tiles is simulated on crops of 2x2 and 3x3 tiles and extrapolated in the tile count
+    (a whole frame of small tiles takes minutes to simulate); against the probe's peak of the real tiled run."""
+    from wfvae.inference.memory import tiled_peak_bytes
+
+    vae = _tiny_vae()
+    t, h, w, tile, overlap, chunk = 5, 104, 128, 32, 8, 1  # 4 x 5 tiles
+    n = 1 + (t - 1) // 4
+    torch.manual_seed(1)
+    with LiveTensorPeak() as probe:
+        if op == "encode":
+            chunks = (torch.rand(1, 3, b - a, h, w).mul_(2).sub_(1) for a, b in vae.video_chunk_bounds(t, chunk))
+            for _ in vae.encode_stream(chunks, tile=tile, tile_overlap=overlap):
+                pass
+        else:
+            z = torch.randn(1, 4, n, h // 8, w // 8)
+            for _ in vae.decode_stream((z[:, :, i:i + chunk] for i in range(n)), tile=tile, tile_overlap=overlap):
+                pass
+        measured = probe.peak_bytes
+    est = tiled_peak_bytes(vae.config, op, h, w, torch.float32, chunk, n, tile, overlap)
+    assert abs(est / measured - 1) <= 0.15, (est, measured)
+    small = tiled_peak_bytes(vae.config, op, 56, 80, torch.float32, chunk, n, tile, overlap)  # 3 x 3 tiles: whole
+    assert small == simulated_peak_bytes(vae.config, op, 56, 80, torch.float32, chunk, n, tile, overlap)

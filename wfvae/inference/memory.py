@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from wfvae.inference.tiling import tile_starts
+
 import torch
 
 ENCODE_FACTOR = 1.7 / 4  # per latent frame in flight: 1.7 bytes-per-element x base_channels per pixel
@@ -67,6 +69,30 @@ def simulated_peak_bytes(config, mode: str, height: int, width: int, dtype: torc
                                        tile_overlap):
                 pass
     return probe.peak_bytes
+
+
+def tiled_peak_bytes(config, mode: str, height: int, width: int, dtype: torch.dtype, latent_chunk: int,
+                     num_latent_frames: Optional[int], tile: int, tile_overlap: int) -> float:
+    """:func:`simulated_peak_bytes` of a run tiled with ``tile``/``tile_overlap`` pixels, in seconds for any frame
+    size: frames of at most 3x3 tiles are simulated whole; a larger frame is simulated on crops of 2x2 and 3x3 tiles
+    and its peak extrapolated linearly in the frame area (what grows with the frame is area-proportional: the chunk's
+    input and output and one stream cache per tile; one tile's activations do not grow). A whole 270x480 frame of
+    64-pixel tiles takes minutes to simulate; tests compare the two."""
+    def span(length: int, tiles: int) -> int:
+        return min(length, tile + (tiles - 1) * (tile - tile_overlap))
+
+    def peak(h: int, w: int) -> int:
+        return simulated_peak_bytes(config, mode, h, w, dtype, latent_chunk, num_latent_frames, tile, tile_overlap)
+
+    def tiles(h: int, w: int) -> int:
+        return len(tile_starts(h, tile, tile_overlap)) * len(tile_starts(w, tile, tile_overlap))
+
+    (h2, w2), (h3, w3) = (span(height, 2), span(width, 2)), (span(height, 3), span(width, 3))
+    if (h3, w3) == (height, width):
+        return float(peak(height, width))
+    p2, p3 = peak(h2, w2), peak(h3, w3)
+    slope = (p3 - p2) / (tiles(h3, w3) - tiles(h2, w2))
+    return p3 + slope * (tiles(height, width) - tiles(h3, w3))
 
 
 _META_MODELS: dict = {}
@@ -125,7 +151,8 @@ def plan(base_channels: int, temporal: int, height: int, width: int, dtype: torc
         overlap = max(8, (tile // 4) // 8 * 8)
         if config is None:
             return overlap, cost(1, min(tile, height), min(tile, width))
-        return overlap, cost(1, height, width, tile, overlap)  # the whole frame, its tiles one after the other
+        return overlap, tiled_peak_bytes(config, mode, height, width, dtype, 1, num_latent_frames, tile,
+                                          overlap) + weights_bytes  # the whole frame, its tiles one after the other
 
     smallest = tiled(sizes[-1])[1] if sizes else floor
     if smallest <= budget:  # the smallest fits: bisect for the largest that does
