@@ -28,7 +28,7 @@ def test_plan_caps_chunk_at_video_length():
 
 
 def test_hopeless_budget_is_refused_without_simulating_a_tiled_frame(monkeypatch):
-    """A budget below one 64x64 tile's need is refused after two simulations (whole frame, one tile), not after a
+    """A budget below one 64x64 tile's need is refused after three simulations (whole frame, one tile), not after a
     simulated run of a whole frame of tiles (minutes at 270x480 with a real model)."""
     import wfvae.inference.memory as memory
 
@@ -41,4 +41,16 @@ def test_hopeless_budget_is_refused_without_simulating_a_tiled_frame(monkeypatch
     monkeypatch.setattr(memory, "simulated_peak_bytes", fake)
     with pytest.raises(ValueError, match="too little memory .* needs 10.00 GB"):
         memory.plan(16, 4, 270, 480, torch.float32, 1.0, config={"base_channels": 16})
-    assert calls == [(270, 480, None), (64, 64, None)]
+    assert calls == [(270, 480, None), (270, 480, None), (64, 64, None)]  # largest chunk, chunk 1, one tile
+
+
+def test_whole_short_clip_is_chosen_when_it_needs_less_than_chunk_one(monkeypatch):
+    """Decoding 3 latent frames of the shipped VAE at 272x480 whole peaks at 0.20 GiB, in chunks of 1 at 0.27
+    (the stream's cache copies): a 0.25 GiB budget must give the whole clip, not tiles."""
+    import wfvae.inference.memory as memory
+
+    peaks = {1: 0.27, 2: 0.27, 3: 0.20}
+    monkeypatch.setattr(memory, "simulated_peak_bytes",
+                        lambda config, mode, h, w, dtype, k, n, tile=None, overlap=None: peaks[k] * 1024 ** 3)
+    p = memory.plan(32, 4, 272, 480, torch.float32, 0.25, num_latent_frames=3, config={"base_channels": 32})
+    assert (p.latent_chunk, p.tile) == (3, None) and p.estimate_gb == pytest.approx(0.20)

@@ -118,8 +118,9 @@ def plan(base_channels: int, temporal: int, height: int, width: int, dtype: torc
     """Largest latent chunk (then largest tile, overlap 1/4 of it) whose estimated peak fits ``budget_gb``.
 
     With ``config`` (the model's config) the peak is :func:`simulated_peak_bytes`, else :func:`estimate_bytes`;
-    the largest fitting chunk is found by bisection (the peak grows with the chunk). Raises ValueError when even
-    one latent frame of a 64x64 tile does not fit.
+    the largest chunk is tried first (for a short clip the whole clip, which keeps no cache copies and can need less
+    than chunk 1), then the largest fitting chunk is found by bisection (the peak grows with the chunk), then tiles.
+    Raises ValueError when even the smallest tiles do not fit.
     """
     budget = budget_gb * 1024 ** 3
     cap = CHUNK_CAP if num_latent_frames is None else max(1, min(CHUNK_CAP, num_latent_frames))
@@ -129,8 +130,10 @@ def plan(base_channels: int, temporal: int, height: int, width: int, dtype: torc
             return estimate_bytes(base_channels, temporal * k, h, w, dtype, mode, weights_bytes)
         return simulated_peak_bytes(config, mode, h, w, dtype, k, num_latent_frames, tile, overlap) + weights_bytes
 
+    if cost(cap, height, width) <= budget:  # the largest chunk fits (for a short clip the whole clip, which has no
+        return Plan(cap, None, None, cost(cap, height, width) / 1024 ** 3)  # cache copies: it can beat chunk 1)
     if cost(1, height, width) <= budget:
-        low, high = 1, cap  # cost(low) fits; find the largest k that fits
+        low, high = 1, cap - 1  # cost(low) fits; find the largest k that fits
         while low < high:
             mid = (low + high + 1) // 2
             if cost(mid, height, width) <= budget:
