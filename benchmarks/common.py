@@ -117,6 +117,19 @@ def run_in_subprocess(script: str, spec) -> object:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def vae_inputs(op: str, shape: str, latent_dim: int, dtype, device):
+    """The input of one WF-VAE case (seed 1, made on the CPU so every device gets the same values): a video
+    (1, 3, T, H, W) in [-1, 1] to encode, or latents (1, latent_dim, 1 + (T - 1) / 4, H / 8, W / 8) to decode, for
+    ``shape`` "TxHxW"."""
+    import torch
+
+    t, h, w = (int(v) for v in shape.lower().split("x"))
+    g = torch.Generator().manual_seed(1)
+    if op == "encode":
+        return (torch.rand(1, 3, t, h, w, generator=g) * 2 - 1).to(device, dtype)
+    return torch.randn(1, latent_dim, 1 + (t - 1) // 4, h // 8, w // 8, generator=g).to(device, dtype)
+
+
 def random_wfvae_folder(model: str, folder: str) -> str:
     """Random weights (seed 0) of WF-VAE ``model`` saved once in the release layout, so that our implementation
     and the published one measure the same weights."""

@@ -29,17 +29,9 @@ import torch
 from wfvae.inference.memory import estimate_bytes, simulated_peak_bytes
 from wfvae.inference.memory_probe import peak_memory
 
-from common import published_wfvae, random_wfvae_folder
+from common import published_wfvae, random_wfvae_folder, vae_inputs
 
 MIB = 1024 ** 2
-
-
-def _inputs(op: str, shape: str, latent_dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    t, h, w = (int(v) for v in shape.lower().split("x"))
-    g = torch.Generator().manual_seed(1)
-    if op == "encode":
-        return (torch.rand(1, 3, t, h, w, generator=g) * 2 - 1).to(device, dtype)
-    return torch.randn(1, latent_dim, 1 + (t - 1) // 4, h // 8, w // 8, generator=g).to(device, dtype)
 
 
 def main() -> None:
@@ -61,7 +53,7 @@ def main() -> None:
     folder = random_wfvae_folder(args.model, args.weights or f"/tmp/wfvae_memory_{args.model}")
     torch.set_grad_enabled(False)
     vae = WFVAE.from_pretrained(folder, torch_dtype=dtype, device=device)
-    x = _inputs(args.op, args.shape, vae.config.latent_dim, dtype, device)
+    x = vae_inputs(args.op, args.shape, vae.config.latent_dim, dtype, device)
     k, base, config = args.latent_chunk, vae.config.base_channels, dict(vae.config)
     results = {}
 

@@ -21,7 +21,7 @@ import contextlib
 import io
 
 from common import (add_timing_args, fast_math, header, measure, published_wfvae, random_wfvae_folder,
-                    run_child_case, run_in_subprocess)
+                    run_child_case, run_in_subprocess, vae_inputs)
 
 GPU_CASES = [  # (op, shape, dtype, latent_chunk)
     ("encode", "33x256x256", "bfloat16", None), ("decode", "33x256x256", "bfloat16", None),
@@ -49,7 +49,6 @@ def run_case(spec: dict) -> dict:
         vae = published_wfvae(spec["published"], spec["weights"], dtype, device)
         if spec["chunk"] is not None:
             vae.enable_tiling()
-        latent_dim, factor = vae.config.latent_dim, 4  # the published model is 4x in time
         quiet = lambda: contextlib.redirect_stdout(io.StringIO())  # noqa: E731 -- it prints shapes per call
         encode = lambda x: vae.encode(x).latent_dist.mean  # noqa: E731
         decode = lambda z: vae.decode(z).sample  # noqa: E731
@@ -57,18 +56,11 @@ def run_case(spec: dict) -> dict:
         from wfvae import WFVAE
 
         vae = WFVAE.from_pretrained(spec["weights"], torch_dtype=dtype, device=device).eval()
-        latent_dim, factor = vae.config.latent_dim, vae.temporal_compression
         quiet = contextlib.nullcontext
         encode = lambda x: vae.encode(x, latent_chunk=spec["chunk"]).latent_dist.mean  # noqa: E731
         decode = lambda z: vae.decode(z, latent_chunk=spec["chunk"]).sample  # noqa: E731
-    t, h, w = (int(v) for v in spec["shape"].split("x"))
-    g = torch.Generator().manual_seed(1)
-    if spec["op"] == "encode":
-        x = (torch.rand(1, 3, t, h, w, generator=g) * 2 - 1).to(device, dtype)
-        call = encode
-    else:
-        x = torch.randn(1, latent_dim, 1 + (t - 1) // factor, h // 8, w // 8, generator=g).to(device, dtype)
-        call = decode
+    x = vae_inputs(spec["op"], spec["shape"], vae.config.latent_dim, dtype, device)
+    call = encode if spec["op"] == "encode" else decode
 
     def fn():
         with quiet():

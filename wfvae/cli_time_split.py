@@ -24,7 +24,7 @@ def cmd_decode_split(args, rank: int, world: int) -> None:
 
     from wfvae.inference.frame_relay import FrameSpool, all_ok, receive_frames, send_frames
     from wfvae.inference.time_split import iter_time_slice, plan_time_split
-    from wfvae.io.frames import to_tensor, to_uint8
+    from wfvae.io.frames import to_uint8
     from wfvae.io.video import VideoWriter
 
     outputs, model, device, dtype = _start(args, VIDEO_SUFFIXES)
@@ -58,7 +58,7 @@ def cmd_decode_split(args, rank: int, world: int) -> None:
                 _all_or_none(write_mine, all_ok)
                 for p in parts[1:]:
                     for frames in receive_frames(p.rank, own[p.rank], (h, w)):
-                        writer.write(to_tensor(frames))
+                        writer.write_uint8(frames)
                         bar.update(frames.shape[0])
             print(f"{args.output}: {num_frames} frames {h}x{w} @ {fps:g} fps")
         else:

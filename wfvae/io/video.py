@@ -372,11 +372,14 @@ class VideoWriter:
 
     def write(self, frames: torch.Tensor) -> None:
         """Encodes float ``(3, t, H, W)`` frames in ``[-1, 1]`` (any float dtype, any device; clamped)."""
+        self.write_uint8(to_uint8(frames))
+
+    def write_uint8(self, array: np.ndarray) -> None:
+        """Encodes uint8 ``(t, H, W, 3)`` frames (what :func:`wfvae.io.frames.to_uint8` gives)."""
         if self._done:
             raise RuntimeError(f"VideoWriter for {self.path} is already closed")
         import av
 
-        array = to_uint8(frames)
         hw = tuple(array.shape[1:3])
         if self.size is None:
             self.size = hw

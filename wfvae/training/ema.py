@@ -31,6 +31,8 @@ def _split_sharded(multi_avg_fn):
 
     def average(ema_tensors, model_tensors, n_averaged):
         sharded = [isinstance(t, DTensor) for t in ema_tensors]
+        if not any(sharded):  # the usual case: one call, as without FSDP
+            return multi_avg_fn(ema_tensors, model_tensors, n_averaged)
         for kind in (True, False):
             pairs = [(e, m) for e, m, s in zip(ema_tensors, model_tensors, sharded) if s is kind]
             if pairs:
