@@ -141,3 +141,29 @@ def test_images_and_videos_together(tmp_path):
     assert len(batches) == 2 and sorted(b["video"].shape[2] for b in batches) == [1, 5]
     image = next(b for b in batches if b["video"].shape[2] == 1)
     assert image["caption"] == ["a still"] and image["mask"].shape == (1, 1, 1, 32, 96)
+
+
+def test_an_entry_can_exclude_mask_types():
+    """``exclude_masks`` in an annotation entry: its mask draws skip those types (a slow clip from the middle of a
+    path is never a text-to-video sample); a bad list is refused when the data set is built."""
+    import random
+
+    def entry(name, **extra):
+        return {"path": f"/nowhere/{name}.mp4", "resolution": {"height": 32, "width": 32}, "num_frames": 17,
+                "fps": 8, "cap": "x", **extra}
+
+    mix = {"t2iv": 1, "continuation": 1}
+    ds = AnnotationDataset([entry("a"), entry("b", exclude_masks=["t2iv"])], num_frames=17, fps=8, max_tokens=4,
+                           min_tokens=4, stride=16, mask_mix=mix, min_clear_ratio=0.2, max_clear_ratio=0.5)
+    rng = random.Random(0)
+    nothing_kept = [[bool(ds.mask(i, rng).eq(1).all()) for _ in range(60)] for i in range(2)]
+    assert 10 < sum(nothing_kept[0]) < 50       # t2iv about half the time
+    assert not any(nothing_kept[1])             # never for the entry that excludes it
+    for bad, message in ((["t2iv", "continuation"], "leaves no mask type"), (["t2v"], "unknown mask types"),
+                         ("t2iv", "must be a list")):
+        with pytest.raises(ValueError, match=message):
+            AnnotationDataset([entry("c", exclude_masks=bad)], num_frames=17, fps=8, max_tokens=4, min_tokens=4,
+                              stride=16, mask_mix=mix)
+    # without a mask mix the field is ignored
+    assert len(AnnotationDataset([entry("c", exclude_masks=["t2v"])], num_frames=17, fps=8, max_tokens=4,
+                                 min_tokens=4, stride=16)) == 1

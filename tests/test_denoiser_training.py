@@ -283,3 +283,28 @@ def test_condition_latents_black_frames_and_the_t2iv_option(t2iv_condition):
     assert cond[0, :c].abs().sum() > 0 and (cond[1, c:] == 1).all()
     with pytest.raises(ValueError, match="t2iv_condition"):
         DenoiserTraining(model_config=config, inpaint=True, t2iv_condition="none")
+
+
+def test_link_conditioned_items_drops_the_text_to_video_samples(tmp_path, capsys):
+    """``python -m opensora.training link-conditioned SRC DST``: the items of an image-condition cache that keep a
+    frame, linked into DST (sub-folders kept); items that keep nothing (t2iv) are left out."""
+    from opensora.data.datasets import save_cache_item
+    from opensora.training.offline import link_conditioned_items, main
+
+    src = tmp_path / "cache"
+    kept = torch.ones(4, 2, 2, 2)
+    kept[:, 0] = 0                                        # latent frame 0 kept (i2v)
+    for i, mask in enumerate([torch.ones(4, 2, 2, 2), kept, torch.ones(4, 2, 2, 2), kept]):
+        save_cache_item(str(src / ("sub" if i % 2 else "") / f"{i:08d}.safetensors"), latents=torch.randn(8, 2, 2, 2),
+                        compressed_mask=mask)
+    assert main(["link-conditioned", str(src), str(tmp_path / "out")]) == 0
+    linked = sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.safetensors"))
+    assert linked == ["sub/00000001.safetensors", "sub/00000003.safetensors"]
+    assert "2 items that keep a frame" in capsys.readouterr().out
+    save_cache_item(str(tmp_path / "t2v" / "0.safetensors"), latents=torch.randn(8, 2, 2, 2))
+    with pytest.raises(ValueError, match="not an image-condition cache"):
+        link_conditioned_items(str(tmp_path / "t2v"), str(tmp_path / "out2"))
+    assert main(["link-conditioned", str(tmp_path / "missing"), str(tmp_path / "out3")]) == 2
+    assert main(["link-conditioned", str(tmp_path / "t2v"), str(tmp_path / "out4")]) == 2
+    err = capsys.readouterr().err
+    assert "cache folder not found" in err and "not an image-condition cache" in err

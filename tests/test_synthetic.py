@@ -209,6 +209,10 @@ def test_make_t2v_dataset_broad_captions_and_slow_clips(tmp_path):
         for cap in e["cap"]:
             assert any(w in cap for w in slow_words) == e["slow"], cap
             assert not any(f" {w} " in f" {cap} " for w in all_heldout_words()), cap
+    # a slow piece from the middle of its path is never a text-to-video sample (the data set's mask draws skip it)
+    excluded = [e for e in entries if "exclude_masks" in e]
+    assert excluded and all(e["slow"] and e["exclude_masks"] == ["t2iv"] for e in excluded)
+    assert len(excluded) < sum(e["slow"] for e in entries)
 
 
 @pytest.mark.parametrize("args", [[], ["--num-clips", "0"], ["--size", "4"], ["--fps", "0"], ["--frames", "x"],
@@ -231,3 +235,24 @@ def test_tuning_prompts_use_only_training_triples():
     assert len(prompts) == 36 and all((c, m) in train_pairs for _, c, m in prompts)
     held = {p for p, _, _ in eval_prompts(36)}
     assert not held & {p for p, _, _ in prompts}
+
+
+def test_slow_clips_know_whether_they_start_their_path():
+    """``path_start``: a slow clip is the first piece of its frame-crossing path (the object at the trailing edge,
+    where a long video starts) or a later piece; normal clips are whole motions."""
+    import numpy as np
+
+    from opensora.synthetic.shapes import _EXTENT, _MARGIN, make_spec
+
+    rng = np.random.default_rng(0)
+    starts = mids = 0
+    for i in range(200):
+        motion = ("left", "right", "up", "down")[i % 4]
+        spec = make_spec("red", "circle", motion, rng, slow=True)
+        edge = _EXTENT["circle"] * spec.r0 + _MARGIN
+        first = {"left": spec.x0, "right": spec.x0, "up": spec.y0, "down": spec.y0}[motion]
+        trailing = 1 - edge if motion in ("left", "up") else edge
+        assert (abs(first - trailing) < 1e-9) == spec.path_start, (motion, first, trailing)
+        starts, mids = starts + spec.path_start, mids + (not spec.path_start)
+    assert 50 < starts < 110 and mids > 90   # 40% of slow clips start their path
+    assert all(make_spec("red", "square", m, rng).path_start for m in ("left", "grow", "shrink"))

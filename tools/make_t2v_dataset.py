@@ -14,7 +14,9 @@ OUT_DIR,
   ``motion``, ``background``, ``slow``). ``--captions broad`` (the default) writes them with the training words
   and sentence structures of :mod:`opensora.synthetic.vocabulary` (its held-out words never appear);
   ``basic`` with the 8 templates of :mod:`opensora.synthetic.shapes` (the first shipped model's data, 3 per clip).
-  ``--slow-fraction`` of the clips are slow pieces of a frame-crossing path, captioned as slow;
+  ``--slow-fraction`` of the clips are slow pieces of a frame-crossing path, captioned as slow; a slow piece from
+  the middle of its path carries ``"exclude_masks": ["t2iv"]`` (the image-condition trainer gives it a kept-frame
+  mask, never the text-to-video one: a long video's first window starts at the path's start);
 * ``eval_prompts.txt`` (one prompt per line) and ``eval_prompts.json`` (``prompt``, ``colour``, ``motion``): prompts
   about the held-out triples for the prompt-following check (:func:`opensora.synthetic.shapes.check`).
 
@@ -114,6 +116,8 @@ def _main(argv) -> int:
                             "num_frames": args.frames, "fps": args.fps, "colour": spec.colour, "shape": spec.shape,
                             "motion": spec.motion, "background": spec.background,
                             "slow": spec.slow})
+            if not spec.path_start:   # the middle of a slow path: a continuation, never a video's first window
+                entries[-1]["exclude_masks"] = ["t2iv"]
     except BaseException:  # failed or interrupted: no half data set (the folders go too, when this run made them)
         for path in written:
             if os.path.exists(path):

@@ -56,7 +56,8 @@ from wfvae.io.video import IMAGE_EXTENSIONS, VideoReader, VideoReadError
 from wfvae.io.frames import resize_frames
 
 from opensora.data.buckets import BucketBatchSampler, aspect_ok, min_max_token_shape, valid_frames
-from opensora.pipelines.masks import RELEASE_IMAGE_MIX, RELEASE_VIDEO_MIX, frame_mask, pixel_mask, sample_mask_type
+from opensora.pipelines.masks import (RELEASE_IMAGE_MIX, RELEASE_VIDEO_MIX, MaskType, frame_mask, pixel_mask,
+                                     sample_mask_type)
 
 
 def is_image(path: str) -> bool:
@@ -127,7 +128,8 @@ class AnnotationDataset(Dataset):
         max_aspect: drop entries with ``max(h/w, w/h)`` above it (None: keep all).
         min_frames: drop videos that give fewer frames (images always kept unless ``use_images`` is False).
         caption_dropout: probability of an empty caption.
-        mask_mix, image_mask_mix: mask type weights for the image-condition model (None: no ``mask``).
+        mask_mix, image_mask_mix: mask type weights for the image-condition model (None: no ``mask``). An entry's
+            ``exclude_masks`` (list of mask types) leaves those types out of its draws.
         min_clear_ratio, max_clear_ratio: kept-frame ratio range of ``continuation`` / ``random_temporal``.
         train: random windows and captions (else centred window, first caption, no dropout).
     """
@@ -146,8 +148,24 @@ class AnnotationDataset(Dataset):
             shape = self.entry_shape(entry, num_frames, max_tokens, min_tokens, stride, max_aspect)
             if shape is None or (shape[0] == 1 and not use_images) or (shape[0] > 1 and shape[0] < min_frames):
                 continue
+            if mask_mix is not None:
+                self._check_exclusions(entry, shape[0])
             self.entries.append(entry)
             self.shapes.append(shape)
+
+    def _check_exclusions(self, entry: Dict[str, Any], frames: int) -> None:
+        excluded = entry.get("exclude_masks") or []
+        if not isinstance(excluded, (list, tuple)) or not all(isinstance(k, str) for k in excluded):
+            raise ValueError(f"{entry['path']}: exclude_masks must be a list of mask type names, got {excluded!r}")
+        unknown = [k for k in excluded if k not in {m.value for m in MaskType}]
+        if unknown:
+            raise ValueError(f"{entry['path']}: unknown mask types in exclude_masks: {unknown} (known: "
+                             f"{', '.join(m.value for m in MaskType)})")
+        mix = self.image_mask_mix if frames == 1 else self.mask_mix
+        left = [float(w) for k, w in mix.items() if k not in excluded]
+        if not left or (sum(left) == 0 and sum(float(w) for w in mix.values()) > 0):
+            raise ValueError(f"{entry['path']}: exclude_masks {list(excluded)} leaves no mask type of the mix "
+                             f"{dict(mix)}")
 
     def entry_shape(self, entry: Dict[str, Any], num_frames: int, max_tokens: int, min_tokens: int, stride: int,
                     max_aspect: Optional[float]) -> Optional[Tuple[int, int, int]]:
@@ -220,8 +238,13 @@ class AnnotationDataset(Dataset):
             return None
         frames, h, w = self.shapes[index]
         g = torch.Generator().manual_seed((rng or random).getrandbits(62) if self.train else index)
-        kind = sample_mask_type(self.image_mask_mix if frames == 1 else self.mask_mix, g)
+        kind = sample_mask_type(self._mix_of(index, frames), g)
         return pixel_mask(frame_mask(kind, frames, None, *self.clear_ratio, generator=g), h, w)
+
+    def _mix_of(self, index: int, frames: int) -> Dict[str, float]:
+        mix = self.image_mask_mix if frames == 1 else self.mask_mix
+        excluded = self.entries[index].get("exclude_masks") or ()
+        return {k: v for k, v in mix.items() if k not in excluded} if excluded else mix
 
     def __getitem__(self, index) -> Dict[str, Any]:
         """The item of ``index``: an int, or ``(index, seed)`` from :class:`wfvae.training.resume.ResumableBatchSampler`

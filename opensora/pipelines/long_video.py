@@ -135,8 +135,12 @@ class ContinuationChain:
 
     @torch.no_grad()
     def _condition(self, window: torch.Tensor) -> torch.Tensor:
-        """The last ``overlap`` latent frames of ``window`` decoded on their own: (B, 3, 1 + 4(k - 1), H, W)."""
-        return self.pipe.decode_latents(window[:, :, -self.overlap:]).cpu()
+        """The last ``1 + 4 (k - 1)`` frames of ``window`` decoded whole: (B, 3, 1 + 4(k - 1), H, W).
+
+        The whole window is decoded, not only its last ``k`` latent frames: a latent frame decoded on its own is
+        read as a video's first frame and comes out as an earlier moment of its four frames, so a continuation
+        started from it stepped back at every boundary (about 4 frames of motion)."""
+        return self.pipe.decode_latents(window)[:, :, -self.condition_frames():].cpu()
 
     # ------------------------------------------------------------------ decoding
     def video_latents(self, windows: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:

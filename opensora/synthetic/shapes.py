@@ -123,6 +123,7 @@ class ClipSpec:
     r1: float
     rgb: Tuple[int, int, int]
     slow: bool = False
+    path_start: bool = True   # False: a slow clip from the middle of its path, which no video starts with
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,7 +174,7 @@ def make_spec(colour: str, shape: str, motion: str, rng: np.random.Generator,
             x0, x1, y0, y1 = p, p, start, end
     rgb = tuple(int(v) for v in np.clip(np.array(COLOURS[colour]) + rng.integers(-6, 7, size=3), 0, 255))
     return ClipSpec(colour, shape, motion, background, seed, float(x0), float(y0), float(x1), float(y1),
-                    float(r0), float(r1), rgb, bool(slow))
+                    float(r0), float(r1), rgb, bool(slow), bool(where == 0.0))
 
 
 def random_spec(rng: np.random.Generator, triples: Optional[Sequence[Tuple[str, str, str]]] = None,

@@ -10,7 +10,9 @@ training can read them instead of videos (``data.init_args.cache``).
 """
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 import torch
@@ -109,6 +111,29 @@ def write_release(hp: Dict[str, Any], state: Dict[str, torch.Tensor], folder: st
     return model
 
 
+def link_conditioned_items(source: str, folder: str) -> int:
+    """Hard-link (copy where linking fails) into ``folder`` every item of the latent cache ``source`` whose
+    ``compressed_mask`` keeps at least one frame: an image-condition cache without its text-to-video (``t2iv``)
+    samples, to mix with a new cache whose text-to-video samples are wanted instead. Returns the count."""
+    from safetensors import safe_open
+
+    count = 0
+    for path in sorted(glob.glob(os.path.join(source, "**", "*.safetensors"), recursive=True)):
+        with safe_open(path, "pt") as fh:
+            if "compressed_mask" not in fh.keys():
+                raise ValueError(f"{path} has no compressed_mask: not an image-condition cache")
+            if bool((fh.get_tensor("compressed_mask") >= 1).all()):   # keeps no frame: t2iv
+                continue
+        target = os.path.join(folder, os.path.relpath(path, source))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
+        count += 1
+    return count
+
+
 def cache_from_config(config: str, folder: str, batch_size: Optional[int] = None, all_captions: bool = False) -> int:
     """Write the latent cache of a training config's ``data`` (no caption dropout, every sample once) with its
     ``model``'s VAE and text encoder into ``folder``; train on it with ``data.init_args.cache: folder``."""
@@ -155,13 +180,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     help="write an image-condition run (t2iv_condition: zero) as its text-to-video model")
     ex.add_argument("--lora", action="store_true",
                     help="write only the LoRA adapter (pytorch_lora_weights.safetensors) of a lora_rank run")
-    for p in (ca, ex):
+    ln = sub.add_parser("link-conditioned", help="cache -> folder of hard links to its items that keep a frame "
+                                                 "(drops the text-to-video samples)")
+    ln.add_argument("source")
+    ln.add_argument("folder")
+    for p in (ca, ex, ln):
         p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
 
     def run() -> None:
         args = parser.parse_args(argv)
-        source = args.config if args.command == "cache" else args.checkpoint
-        if not (os.path.isfile(source) or args.command == "export" and os.path.isdir(source)):
+        source = {"cache": getattr(args, "config", None), "export": getattr(args, "checkpoint", None),
+                  "link-conditioned": getattr(args, "source", None)}[args.command]
+        if args.command == "link-conditioned" and not os.path.isdir(source):
+            raise UsageError(f"cache folder not found: {source}")
+        if not (os.path.isfile(source) or args.command != "cache" and os.path.isdir(source)):
             raise UsageError(f"{'config' if args.command == 'cache' else 'checkpoint'} not found: {source}")
         if args.command == "cache" and args.batch_size is not None and args.batch_size < 1:
             raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -175,6 +207,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "cache":
             count = cache_from_config(args.config, args.folder, args.batch_size, args.all_captions)
             print(f"{args.folder}: {count} cached samples")
+        elif args.command == "link-conditioned":
+            try:
+                count = link_conditioned_items(args.source, args.folder)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+            print(f"{args.folder}: {count} items that keep a frame")
         else:
             try:
                 export(args.checkpoint, args.folder, ema=not args.no_ema, max_shard_size=args.max_shard_size,
