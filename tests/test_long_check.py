@@ -50,3 +50,25 @@ def test_track_of_an_empty_video_is_nan():
     rng = np.random.default_rng(0)
     clip = render_clip(make_spec("green", "square", "up", rng, slow=True), 17, 96)
     assert np.isfinite(object_track(clip)["x"]).all()
+
+
+def test_travel_ratio_of_a_continuation():
+    """1 for the rendered clip itself, 0 for a frozen one, negative for a reversed one, about 0.5 for half the
+    speed; refused for a growing clip or mismatched lengths."""
+    from opensora.synthetic.long_check import travel_ratio
+
+    spec = make_spec("blue", "square", "left", np.random.default_rng(3), slow=True)
+    clip = render_clip(spec, 17, 96)
+    assert travel_ratio(clip, clip, "left") == pytest.approx(1.0)
+    frozen = np.repeat(clip[:1], 17, axis=0)
+    assert abs(travel_ratio(frozen, clip, "left")) < 0.05
+    assert travel_ratio(clip[::-1].copy(), clip, "left", kept=1) < -0.9
+    half = clip[np.arange(17) // 2]
+    assert 0.4 < travel_ratio(half, clip, "left") < 0.6
+    assert travel_ratio(clip, clip, "left", kept=5) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="translations"):
+        travel_ratio(clip, clip, "grow")
+    with pytest.raises(ValueError, match="same length"):
+        travel_ratio(clip[:9], clip, "left")
+    with pytest.raises(ValueError, match="does not move"):
+        travel_ratio(clip, clip, "right")

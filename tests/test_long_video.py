@@ -1,4 +1,5 @@
 """Videos beyond the model's window: chained continuation windows decoded as one causal stream."""
+import numpy as np
 import pytest
 import torch
 
@@ -91,3 +92,20 @@ def test_without_a_text_to_video_pipeline_the_first_window_is_unconditioned(pipe
     assert video.shape == (2, 3, 13, 32, 32)
     assert not torch.equal(video[0], video[1])
     assert isinstance(cont.transformer, OpenSoraInpaint)
+
+
+def test_continuation_travel_runs_the_continuation_model_alone(pipes):
+    """The probe of ``tools/eval_long_video.py --continuation-probe``: one ratio per translation prompt (growing
+    prompts skipped), finite, with the summary shares in [0, 1]."""
+    from opensora.synthetic.long_check import continuation_travel
+
+    cont, _ = pipes
+    prompts = [("a red ball moving slowly right", "red", "right", "circle"),
+               ("a blue box growing slowly", "blue", "grow", "square"),
+               ("a green triangle moving slowly up", "green", "up", "triangle")]
+    report = continuation_travel(cont, prompts, kept=1, seed=0, num_frames=9, **CALL)
+    assert [r["motion"] for r in report["rows"]] == ["right", "up"]
+    assert all(np.isfinite(r["ratio"]) for r in report["rows"])
+    assert 0 <= report["static"] <= 1 and 0 <= report["wrong_way"] <= report["static"]
+    with pytest.raises(ValueError, match="no prompt of a translation"):
+        continuation_travel(cont, prompts[1:2], num_frames=9, **CALL)

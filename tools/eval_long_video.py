@@ -3,11 +3,15 @@ direction, and are the jumps at window boundaries no larger than the motion insi
 
     python tools/eval_long_video.py assets/models/opensora-t2v --frames 129 --num 6
     python tools/eval_long_video.py assets/models/opensora-t2v --tuning --overlap 1 --window-noise 0.05
+    python tools/eval_long_video.py assets/models/opensora-t2v --continuation-probe --num 12
 
 Prompts ask for slow motion (a long video has to keep its object in the frame) about held-out triples
 (``--tuning``: training triples, for choosing ``--overlap`` and ``--window-noise``). Each video is sampled by
 :class:`opensora.pipelines.long_video.ContinuationChain` (window 0 from MODEL, the rest from the continuation
 model, default: MODEL's ``continuation_model``) and judged by :func:`opensora.synthetic.long_check.analyse_long`.
+``--continuation-probe`` measures the continuation model alone, without chaining
+(:func:`opensora.synthetic.long_check.continuation_travel`): given the first frames of a rendered slow clip from the
+middle of its path, how far does it move the object, as a share of the clip's own travel?
 """
 import argparse
 import os
@@ -33,6 +37,8 @@ def _main(argv) -> int:
     p.add_argument("--steps", type=int, default=None, help="sampling steps per window (default: the model's)")
     p.add_argument("--preset", default=None, help="quality, balanced or fast (default: the model's settings)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--continuation-probe", action="store_true",
+                   help="the continuation model alone on rendered slow clips (translations): travel ratio per window")
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--save-videos", default=None, metavar="DIR", help="write every video as NNN-ok|no.mp4")
     p.add_argument("--overwrite", action="store_true")
@@ -73,8 +79,10 @@ def _main(argv) -> int:
     call = {"preset": args.preset} if args.preset else {}
     if args.steps is not None:
         call["num_inference_steps"] = args.steps
-    triples = spread_train_triples(args.num) if args.tuning else heldout_triples()
-    prompts = slow_prompts(triples, args.num, seed=args.seed)
+    triples = spread_train_triples(90) if args.tuning else heldout_triples()
+    if args.continuation_probe:
+        return _probe(cont, chain, [t for t in triples if t[2] not in ("grow", "shrink")], args, call, outputs)
+    prompts = slow_prompts(triples[:args.num] if args.tuning else triples, args.num, seed=args.seed)
     start = time.time()
     reports = []
     print(f"{'ok':3} {'seam':4} {'windows':>8} {'boundary':>8} {'inside':>8}  prompt")
@@ -104,6 +112,27 @@ def _main(argv) -> int:
         outputs.make_parent(args.json)
         write_json_atomic({"summary": s, "videos": reports, "overlap": overlap, "window_noise": noise,
                            "frames": args.frames}, args.json, indent=1)
+    return 0
+
+
+def _probe(cont, chain, triples, args, call, outputs) -> int:
+    import time
+
+    from opensora.synthetic.long_check import continuation_travel
+    from opensora.synthetic.vocabulary import slow_prompts
+    from wfvae.models.checkpoint import write_json_atomic
+
+    start, kept = time.time(), chain.condition_frames()
+    report = continuation_travel(cont, slow_prompts(triples, args.num, seed=args.seed), kept=kept, seed=args.seed,
+                                 **call)
+    for r in report["rows"]:
+        print(f"{r['ratio']:>6.2f}  {r['motion']:5}  {r['prompt']}")
+    print(f"travel ratio mean {report['mean_ratio']:.2f}, static (< 0.25) {report['static']:.0%}, wrong way "
+          f"{report['wrong_way']:.0%} ({len(report['rows'])} windows, {kept} kept frame(s)); {time.time() - start:.0f} "
+          f"s, {time.strftime('%Y-%m-%d')}, cpu")
+    if args.json:
+        outputs.make_parent(args.json)
+        write_json_atomic({**report, "kept": kept}, args.json, indent=1)
     return 0
 
 

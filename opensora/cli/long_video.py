@@ -8,7 +8,8 @@ When ``--frames`` is longer than the model's window (its folder's ``num_frames``
 is named (``--continuation-model``, or the folder's ``continuation_model``; without one the frames are sampled as
 one window, as before) the first window comes from the model (or, with ``--image``, from the continuation model keeping that image as frame 0), and every next
 window from an image-condition model (``--continuation-model``, default: the folder's ``continuation_model``)
-that keeps the last ``--overlap`` latent frames of the previous window (:mod:`opensora.pipelines.long_video`).
+that keeps the previous window's last ``1 + 4 (overlap - 1)`` decoded frames, the span of its last ``--overlap``
+latent frames (:mod:`opensora.pipelines.long_video`).
 The VAE decodes the whole chain as one causal stream, and frames go to the file as they are decoded, so memory
 does not grow with ``--frames``.
 
@@ -43,7 +44,8 @@ def add_long_video_arguments(parser) -> None:
                    help="image-condition model folder that continues each window (default: the model folder's "
                         "continuation_model)")
     g.add_argument("--overlap", type=int, default=None,
-                   help="latent frames of the previous window kept by the next (default: the folder's, else 2)")
+                   help="latent frames of the previous window kept by the next, as their 1 + 4 (k - 1) decoded "
+                        "frames (default: the folder's, else 2)")
     g.add_argument("--window-noise", type=float, default=None,
                    help="std of the noise on the kept frames, 0..10 (default: the folder's, else 0)")
 

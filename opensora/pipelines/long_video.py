@@ -2,7 +2,8 @@
 
 The first window comes from a text-to-video pipeline (or, without one, from the image-condition model with no
 condition); every later window is sampled by an :class:`~opensora.pipelines.OpenSoraImageToVideoPipeline` whose
-``continuation`` condition keeps the pixels of the previous window's last ``overlap`` latent frames. Only the new
+``continuation`` condition keeps the previous window's last decoded frames (those of its last ``overlap`` latent
+frames, from the decode of the whole window). Only the new
 latent frames of a window join the video, and the VAE decodes the whole chain with one stream cache
 (:meth:`wfvae.WFVAE.decode_stream`), so frames cross a window boundary exactly as they cross a chunk boundary
 inside a window: there is no decoding seam, and memory stays bounded by one window whatever the length::

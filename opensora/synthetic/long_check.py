@@ -116,3 +116,62 @@ def summarise(reports: Sequence[Dict[str, Any]]) -> Dict[str, float]:
             "videos_ok": sum(r["ok"] for r in reports) / n,
             "mean_boundary_step": float(np.mean([r["mean_boundary_step"] for r in reports])) if reports else 0.0,
             "mean_inside_step": float(np.nanmean([r["mean_inside_step"] for r in reports])) if reports else 0.0}
+
+
+TRANSLATIONS = {"left": ("x", -1), "right": ("x", 1), "up": ("y", -1), "down": ("y", 1)}
+"""Motion -> (track axis, sign of travel along it)."""
+
+
+def travel_ratio(generated: np.ndarray, rendered: np.ndarray, motion: str, kept: int = 1) -> float:
+    """How far a continuation moved its object, as a share of how far the rendered clip moves it, after the
+    ``kept`` frames both share: 1 = as far, 0 = static, < 0 = the wrong way. Both ``(T, H, W, 3)`` uint8 of the same
+    length; ``motion`` one of :data:`TRANSLATIONS`. NaN when an end frame has no object."""
+    if motion not in TRANSLATIONS:
+        raise ValueError(f"travel is measured for translations {sorted(TRANSLATIONS)}, got {motion!r}")
+    if not 1 <= kept < len(rendered) or len(generated) != len(rendered):
+        raise ValueError(f"need clips of the same length above kept={kept}, got {len(generated)}, {len(rendered)}")
+    axis, sign = TRANSLATIONS[motion]
+    gen, ref = object_track(generated)[axis], object_track(rendered)[axis]
+    want = sign * (ref[-1] - ref[kept - 1])
+    if not want > 0:
+        raise ValueError("the rendered clip does not move along its motion")
+    return float(sign * (gen[-1] - gen[kept - 1]) / want)
+
+
+def continuation_travel(pipe, prompts: Sequence[Tuple[str, str, str, str]], kept: int = 1, seed: int = 0,
+                        **call_kwargs: Any) -> Dict[str, Any]:
+    """The continuation model alone, without chaining: for each ``(prompt, colour, motion, shape)`` of a translation
+    (:func:`opensora.synthetic.vocabulary.slow_prompts`), a slow clip from the middle of its path is rendered, its
+    first ``kept`` frames are given to ``pipe`` (an image-condition pipeline, ``continuation`` mask) with the prompt,
+    and :func:`travel_ratio` compares the generated window with the clip.
+
+    Returns ``rows`` (``prompt``, ``motion``, ``ratio``) and ``mean_ratio``, ``static`` (share of ratios below 0.25)
+    and ``wrong_way`` (share below 0). A chain can only keep moving if this is near 1 with few static windows."""
+    import torch
+
+    from opensora.synthetic.shapes import make_spec, render_clip
+    from wfvae.io.frames import to_uint8
+
+    frames = int(call_kwargs.pop("num_frames", pipe.settings["num_frames"]))
+    size = int(call_kwargs.pop("height", pipe.settings["height"]))
+    call_kwargs.pop("width", None)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i, (prompt, colour, motion, shape) in enumerate(prompts):
+        if motion not in TRANSLATIONS:
+            continue
+        spec = make_spec(colour, shape, motion, rng, slow=True)
+        while spec.path_start:                       # a piece from the middle: motion before and after it
+            spec = make_spec(colour, shape, motion, rng, slow=True)
+        clip = render_clip(spec, frames, size)                                     # (T, H, W, 3) uint8
+        video = torch.from_numpy(clip).permute(3, 0, 1, 2).float() / 127.5 - 1   # (3, T, H, W)
+        latents = pipe(prompt, video=video[:, :kept], mask_type="continuation", cond_frames=list(range(kept)),
+                       num_frames=frames, height=size, width=size, output_type="latent",
+                       generator=torch.Generator().manual_seed(seed + i), **call_kwargs).frames
+        generated = to_uint8(pipe.decode_latents(latents).float().clamp(-1, 1)[0])
+        rows.append({"prompt": prompt, "motion": motion, "ratio": travel_ratio(generated, clip, motion, kept)})
+    ratios = np.array([r["ratio"] for r in rows], dtype=np.float64)
+    if not len(ratios):
+        raise ValueError("no prompt of a translation (left, right, up, down)")
+    return {"rows": rows, "mean_ratio": float(np.nanmean(ratios)), "static": float(np.mean(ratios < 0.25)),
+            "wrong_way": float(np.mean(ratios < 0))}
