@@ -1,4 +1,7 @@
 """Videos beyond the model's window: chained continuation windows decoded as one causal stream."""
+import os
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -9,6 +12,8 @@ from opensora.pipelines import OpenSoraImageToVideoPipeline, OpenSoraPipeline
 from opensora.pipelines.long_video import ContinuationChain
 from test_condition_sampling import make, make_inpaint, make_t2v, make_text_encoder_folder
 from opensora.pipelines.text_to_video import load_text_encoder
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 
 CALL = dict(height=32, width=32, num_inference_steps=2, guidance_scale=3.0)
 
@@ -109,3 +114,16 @@ def test_continuation_travel_runs_the_continuation_model_alone(pipes):
     assert 0 <= report["static"] <= 1 and 0 <= report["wrong_way"] <= report["static"]
     with pytest.raises(ValueError, match="no prompt of a translation"):
         continuation_travel(cont, prompts[1:2], num_frames=9, **CALL)
+
+
+def test_eval_long_video_refuses_bad_arguments(tmp_path, capsys):
+    from eval_long_video import main
+
+    model = tmp_path / "model"
+    model.mkdir()
+    assert main([str(model), "--continuation-probe", "--save-videos", str(tmp_path / "v")]) == 2
+    assert main([str(tmp_path / "missing")]) == 2
+    assert main([str(model), "--frames", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "--continuation-probe makes none" in err and "model folder not found" in err and "4n + 1" in err
+    assert not (tmp_path / "v").exists()

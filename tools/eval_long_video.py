@@ -46,6 +46,8 @@ def _main(argv) -> int:
     if args.num < 1 or args.frames < 1 or (args.frames - 1) % 4:
         raise UsageError("--num must be >= 1 and --frames 4n + 1")
     check_finite_number(args.window_noise, "--window-noise", 0, 10)
+    if args.continuation_probe and args.save_videos:
+        raise UsageError("--save-videos writes chained videos; --continuation-probe makes none (drop one of them)")
     if not os.path.isdir(args.model):
         raise UsageError(f"model folder not found: {args.model}")
     outputs = Outputs(overwrite=args.overwrite, inputs=[args.model])
@@ -116,8 +118,6 @@ def _main(argv) -> int:
 
 
 def _probe(cont, chain, triples, args, call, outputs) -> int:
-    import time
-
     from opensora.synthetic.long_check import continuation_travel
     from opensora.synthetic.vocabulary import slow_prompts
     from wfvae.models.checkpoint import write_json_atomic
