@@ -161,9 +161,8 @@ class AnnotationDataset(Dataset):
         if unknown:
             raise ValueError(f"{entry['path']}: unknown mask types in exclude_masks: {unknown} (known: "
                              f"{', '.join(m.value for m in MaskType)})")
-        mix = self.image_mask_mix if frames == 1 else self.mask_mix
-        left = [float(w) for k, w in mix.items() if k not in excluded]
-        if not left or (sum(left) == 0 and sum(float(w) for w in mix.values()) > 0):
+        mix, left = self._full_mix(frames), self._mix_of(entry, frames)
+        if not left or (sum(map(float, left.values())) == 0 and sum(map(float, mix.values())) > 0):
             raise ValueError(f"{entry['path']}: exclude_masks {list(excluded)} leaves no mask type of the mix "
                              f"{dict(mix)}")
 
@@ -238,12 +237,16 @@ class AnnotationDataset(Dataset):
             return None
         frames, h, w = self.shapes[index]
         g = torch.Generator().manual_seed((rng or random).getrandbits(62) if self.train else index)
-        kind = sample_mask_type(self._mix_of(index, frames), g)
+        kind = sample_mask_type(self._mix_of(self.entries[index], frames), g)
         return pixel_mask(frame_mask(kind, frames, None, *self.clear_ratio, generator=g), h, w)
 
-    def _mix_of(self, index: int, frames: int) -> Dict[str, float]:
-        mix = self.image_mask_mix if frames == 1 else self.mask_mix
-        excluded = self.entries[index].get("exclude_masks") or ()
+    def _full_mix(self, frames: int) -> Dict[str, float]:
+        return self.image_mask_mix if frames == 1 else self.mask_mix
+
+    def _mix_of(self, entry: Dict[str, Any], frames: int) -> Dict[str, float]:
+        """The mask mix of ``entry`` (a clip of ``frames`` frames): the data set's, less its ``exclude_masks``."""
+        excluded = entry.get("exclude_masks") or ()
+        mix = self._full_mix(frames)
         return {k: v for k, v in mix.items() if k not in excluded} if excluded else mix
 
     def __getitem__(self, index) -> Dict[str, Any]:

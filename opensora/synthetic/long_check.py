@@ -150,7 +150,7 @@ def continuation_travel(pipe, prompts: Sequence[Tuple[str, str, str, str]], kept
     import torch
 
     from opensora.synthetic.shapes import make_spec, render_clip
-    from wfvae.io.frames import to_uint8
+    from wfvae.io.frames import to_tensor, to_uint8
 
     frames = int(call_kwargs.pop("num_frames", pipe.settings["num_frames"]))
     size = int(call_kwargs.pop("height", pipe.settings["height"]))
@@ -164,7 +164,7 @@ def continuation_travel(pipe, prompts: Sequence[Tuple[str, str, str, str]], kept
         while spec.path_start:                       # a piece from the middle: motion before and after it
             spec = make_spec(colour, shape, motion, rng, slow=True)
         clip = render_clip(spec, frames, size)                                     # (T, H, W, 3) uint8
-        video = torch.from_numpy(clip).permute(3, 0, 1, 2).float() / 127.5 - 1   # (3, T, H, W)
+        video = to_tensor(clip)                                                    # (3, T, H, W)
         latents = pipe(prompt, video=video[:, :kept], mask_type="continuation", cond_frames=list(range(kept)),
                        num_frames=frames, height=size, width=size, output_type="latent",
                        generator=torch.Generator().manual_seed(seed + i), **call_kwargs).frames

@@ -189,8 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def run() -> None:
         args = parser.parse_args(argv)
-        source = {"cache": getattr(args, "config", None), "export": getattr(args, "checkpoint", None),
-                  "link-conditioned": getattr(args, "source", None)}[args.command]
+        source = vars(args)[{"cache": "config", "export": "checkpoint", "link-conditioned": "source"}[args.command]]
         if args.command == "link-conditioned" and not os.path.isdir(source):
             raise UsageError(f"cache folder not found: {source}")
         if not (os.path.isfile(source) or args.command != "cache" and os.path.isdir(source)):
